@@ -1,0 +1,1 @@
+"""mixstream: mixture-aware streaming data loading for PyTorch."""

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``mixstream`` (plot, laws, demo) and ``mixstream-shard``."""

@@ -1,0 +1,172 @@
+"""The Source interface: read-only, block-addressed access to one domain's samples.
+
+A *block* is the unit of I/O (a Parquet row group, an Arrow record batch, an MDS shard, a
+slice of a Hugging Face dataset). A source knows how many samples each block holds without
+reading the data (from a manifest or file footers), so planning needs no I/O.
+
+A block is returned as a dict of columns. A column is one of:
+
+* ``numpy.ndarray`` with one row per sample: 1-D for scalars, 2-D for fixed-length token
+  sequences (``[rows, seq_len]``);
+* :class:`Ragged` for variable-length sequences (values + offsets, no per-row objects);
+* ``list`` of Python objects (``str``, ``bytes``, dicts ...) for everything else.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+
+class SourceError(ValueError):
+    """Bad input in a source: names the file, the domain and the fix."""
+
+
+@dataclass(frozen=True)
+class Ragged:
+    """Variable-length rows: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
+
+    values: np.ndarray
+    offsets: np.ndarray  # int64, length rows + 1, offsets[0] may be non-zero
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+
+Column = Union[np.ndarray, Ragged, list]
+Block = dict[str, Column]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """What a column holds, used to check that every block of a domain agrees.
+
+    ``kind`` is ``"fixed"`` (2-D array, ``width`` per row), ``"ragged"``, ``"scalar"`` (1-D
+    array) or ``"object"`` (list of Python objects); ``dtype`` is a numpy dtype name, or a
+    short type name for object columns (``"str"``, ``"bytes"``, ``"json"``).
+    """
+
+    kind: str
+    dtype: str
+    width: int | None = None
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return f"{self.dtype}[{self.width}]"
+        if self.kind == "ragged":
+            return f"{self.dtype}[*]"
+        return self.dtype
+
+
+Schema = dict[str, ColumnSpec]
+
+
+class Source(ABC):
+    """One readable collection of blocks. Subclasses must be picklable (DataLoader workers)."""
+
+    #: where the data lives, used in every error message
+    uri: str
+
+    @property
+    @abstractmethod
+    def block_sizes(self) -> np.ndarray:
+        """Samples in each block (int64), known without reading sample data."""
+
+    @property
+    @abstractmethod
+    def schema(self) -> Schema:
+        """Columns of every block (checked equal across blocks)."""
+
+    @abstractmethod
+    def read_block(self, index: int) -> Block:
+        """Decode block ``index``; raise :class:`SourceError` naming the file on failure."""
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.block_sizes.sum())
+
+    def tokens_per_sample(self) -> float | None:
+        """Average token count per sample when known (manifests), else None."""
+        return None
+
+
+def block_len(block: Block) -> int:
+    for col in block.values():
+        return len(col)
+    return 0
+
+
+def take_column(col: Column, idx: np.ndarray) -> Column:
+    """Rows ``idx`` of a column, vectorised for arrays and ragged columns."""
+    if isinstance(col, np.ndarray):
+        return col[idx]
+    if isinstance(col, Ragged):
+        starts = col.offsets[idx]
+        lens = col.offsets[idx + 1] - starts
+        new_off = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lens, out=new_off[1:])
+        # position of every output value in the input: start of its row + rank within row
+        pos = np.repeat(starts - new_off[:-1], lens) + np.arange(new_off[-1], dtype=np.int64)
+        return Ragged(col.values[pos], new_off)
+    return [col[int(i)] for i in idx]
+
+
+def take(block: Block, idx: np.ndarray) -> Block:
+    return {name: take_column(col, idx) for name, col in block.items()}
+
+
+def concat_blocks(blocks: list[Block]) -> Block:
+    """Concatenate blocks with equal columns (row order preserved)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    out: Block = {}
+    for name in blocks[0]:
+        cols = [b[name] for b in blocks]
+        first = cols[0]
+        if isinstance(first, np.ndarray):
+            out[name] = np.concatenate(cols)  # type: ignore[arg-type]
+        elif isinstance(first, Ragged):
+            values = np.concatenate([c.values[c.offsets[0] : c.offsets[-1]] for c in cols])  # type: ignore[union-attr]
+            lens = np.concatenate([np.diff(c.offsets) for c in cols])  # type: ignore[union-attr]
+            off = np.zeros(len(lens) + 1, dtype=np.int64)
+            np.cumsum(lens, out=off[1:])
+            out[name] = Ragged(values, off)
+        else:
+            merged: list = []
+            for c in cols:
+                merged.extend(c)  # type: ignore[arg-type]
+            out[name] = merged
+    return out
+
+
+def slice_block(block: Block, start: int, stop: int) -> Block:
+    out: Block = {}
+    for name, col in block.items():
+        if isinstance(col, Ragged):
+            out[name] = Ragged(col.values, col.offsets[start : stop + 1])
+        else:
+            out[name] = col[start:stop]
+    return out
+
+
+def schema_of(block: Block) -> Schema:
+    """Infer the schema of a decoded block."""
+    out: Schema = {}
+    for name, col in block.items():
+        if isinstance(col, Ragged):
+            out[name] = ColumnSpec("ragged", col.values.dtype.name)
+        elif isinstance(col, np.ndarray):
+            if col.ndim == 2:
+                out[name] = ColumnSpec("fixed", col.dtype.name, int(col.shape[1]))
+            else:
+                out[name] = ColumnSpec("scalar", col.dtype.name)
+        else:
+            kind = type(col[0]).__name__ if col else "object"
+            out[name] = ColumnSpec("object", kind)
+    return out
