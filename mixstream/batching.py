@@ -1,0 +1,69 @@
+"""Assemble a batch from per-domain reservoir pieces with numpy (no per-token Python work)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .sources.base import Block, ColumnSpec, Ragged, Schema, take_column
+
+Pieces = list[tuple[np.ndarray, list[tuple[Block, np.ndarray]]]]
+"""For each domain in the batch: (batch positions, [(window data, window rows) ...])."""
+
+
+def _fill_array(spec: ColumnSpec, name: str, size: int, pieces: Pieces) -> np.ndarray:
+    first = pieces[0][1][0][0][name]
+    assert isinstance(first, np.ndarray)
+    out = np.empty((size,) + first.shape[1:], dtype=first.dtype)
+    for positions, parts in pieces:
+        if len(parts) == 1:
+            data, rows = parts[0]
+            out[positions] = data[name][rows]  # type: ignore[index]
+        else:
+            out[positions] = np.concatenate([data[name][rows] for data, rows in parts])  # type: ignore[index]
+    return out
+
+
+def _fill_list(name: str, size: int, pieces: Pieces, as_tensor: bool) -> list:
+    out: list = [None] * size
+    for positions, parts in pieces:
+        values: list = []
+        for data, rows in parts:
+            col = data[name]
+            if isinstance(col, Ragged):
+                sub = take_column(col, rows)
+                assert isinstance(sub, Ragged)
+                values.extend(torch.from_numpy(sub.row(i)) for i in range(len(sub)))
+            else:
+                values.extend(col[int(r)] for r in rows)
+        for p, v in zip(positions.tolist(), values):
+            out[p] = v
+    return out
+
+
+def assemble(schema: Schema, size: int, pieces: Pieces, domain: np.ndarray,
+             index: np.ndarray) -> dict:
+    """One batch dict: fixed/scalar columns as tensors, ragged as lists of tensors, others lists."""
+    batch: dict = {}
+    for name, spec in schema.items():
+        if spec.kind in ("fixed", "scalar"):
+            batch[name] = torch.from_numpy(_fill_array(spec, name, size, pieces))
+        else:
+            batch[name] = _fill_list(name, size, pieces, spec.kind == "ragged")
+    batch["domain"] = torch.from_numpy(domain)
+    batch["index"] = torch.from_numpy(index)
+    return batch
+
+
+def split_samples(batch: dict, size: int) -> Iterator[dict]:
+    """The samples of an assembled batch, one dict each (for per-sample DataLoader mode)."""
+    domain = batch["domain"].tolist()
+    index = batch["index"].tolist()
+    cols = [(k, v) for k, v in batch.items() if k not in ("domain", "index")]
+    for i in range(size):
+        sample = {k: v[i] for k, v in cols}
+        sample["domain"] = domain[i]
+        sample["index"] = index[i]
+        yield sample

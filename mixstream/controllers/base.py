@@ -1,0 +1,265 @@
+"""The controller interface: what a mixing algorithm needs, what it outputs, and its state.
+
+A controller lives in the trainer's process, next to a :class:`~mixstream.MixStream`. The
+training loop calls one method per optimizer step::
+
+    mixer.feedback(batch["domain"], loss_per_seq)   # after the loss is known
+
+``feedback`` sums the losses per domain, all-reduces the sums across ranks (so every rank
+computes the same weights), lets the algorithm update, and appends new sampling weights to
+the stream's weight log (``stream.set_weights``), which keeps runs deterministic and exactly
+resumable. The controller registers itself with ``stream.attach(self)``, so its
+``state_dict()`` travels inside ``stream.state_dict()``.
+
+What a controller needs is declared in :class:`Requirements` (the trainer wires only what is
+asked); what it outputs is sampling weights (pushed to the stream) and, for loss-reweighting
+methods (DoReMi), per-domain loss weights (:meth:`Controller.loss_weights`).
+
+Channels declared here for later algorithms but not implemented by any controller in this
+package: gradient statistics (:class:`GradRequest`, :meth:`Controller.observe_gradients`) and
+a phase hook with model access (:class:`ModelContext`, :meth:`Controller.run_phase`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from .feedback import StepFeedback, aggregate, all_reduce_sum, to_feedback
+from .simplex import as_vector, normalise, to_dict
+
+WeightsLike = Mapping[str, float] | Sequence[float] | np.ndarray
+
+
+@runtime_checkable
+class StreamLike(Protocol):
+    """The part of :class:`~mixstream.MixStream` a controller uses."""
+
+    domains: list[str]
+
+    @property
+    def weights(self) -> dict[str, float]: ...
+    def set_weights(self, w: Mapping[str, float] | Sequence[float]) -> int: ...
+    @property
+    def consumed_batches(self) -> int: ...
+    @property
+    def consumed_samples(self) -> int: ...
+    def domain_stats(self) -> dict[str, dict]: ...
+    def attach(self, obj: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class GradRequest:
+    """Per-domain gradient statistics a controller asks for (DoGE, AC-ODM, FastMix; later)."""
+
+    params: Sequence[str] | str = "all"   # parameter names, "lm_head", or "all"
+    with_val: bool = False                # also the gradient of a validation/target batch
+    returns: str = "gram"                 # "gram" ([K(+1)]^2 inner products) or "vectors"
+    every: int = 1
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a controller needs from the trainer; the trainer wires only what is asked for."""
+
+    train_losses: bool = False            # per-sample losses + domain ids every step
+    loss_weighting: str = "sequence"      # how losses are averaged per domain: sequence|token
+    per_token_losses: bool = False        # prefers [B, T] losses (+ mask) for exact clipping
+    ref_losses: bool = False              # reference-model losses on the same batch (DoReMi)
+    val_losses: bool = False              # per-domain validation losses on demand
+    grads: GradRequest | None = None      # per-domain gradient statistics (not implemented yet)
+    phase_hook: bool = False              # run_phase(ctx) with model access (not implemented yet)
+    min_microbatches_per_domain: int = 0  # AC-ODM: >=1 single-domain micro-batch per domain
+    single_domain_microbatches: bool = False
+    outputs_loss_weights: bool = False    # loss_weights() returns per-domain loss weights
+    domain_sizes: bool = False            # reads stream.domain_stats() (static rules, ADO prior)
+
+
+class ModelContext(Protocol):
+    """Model access for phase hooks (OP-Mix, Aioli-as-phase); declared, not implemented yet."""
+
+    def clone(self) -> torch.nn.Module: ...
+    def domain_iterator(self, domain: str, weights: Mapping[str, float] | None = None
+                        ) -> Iterator[Mapping[str, torch.Tensor]]: ...
+    def train(self, model: torch.nn.Module, mixture: Mapping[str, float], steps: int,
+              lr: float, lora: Mapping[str, Any] | None = None) -> None: ...
+    def evaluate(self, model: torch.nn.Module, domains: Sequence[str]) -> dict[str, float]: ...
+    def merge(self, state_dicts: Sequence[Mapping[str, torch.Tensor]],
+              coeffs: Sequence[float]) -> dict[str, torch.Tensor]: ...
+    def charge(self, steps: int) -> None: ...
+
+
+class Observer(Protocol):
+    """Receives what a controller does (see :class:`mixstream.observe.MixLogger`)."""
+
+    def on_step(self, step: int, consumed_samples: int, domains: Sequence[str],
+                fb: StepFeedback) -> None: ...
+    def on_weights(self, step: int, from_sample: int, weights: Mapping[str, float],
+                   kind: str = "sampling") -> None: ...
+    def on_validation(self, step: int, losses: Mapping[str, float]) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+class Controller:
+    """Base class of every mixing controller (one controller type per module).
+
+    Subclasses implement :meth:`update` (and, if they use validation losses,
+    :meth:`wants_validation` / :meth:`update_validation`), plus ``_state`` / ``_load_state``
+    for their own state. Weights are float64 vectors in ``stream.domains`` order.
+
+    ``validate``: optional zero-argument callable returning per-domain validation losses (see
+    :func:`mixstream.validation.per_domain_loss`); called inside :meth:`feedback` whenever the
+    controller asks for validation. Without it, check :meth:`wants_validation` yourself and call
+    :meth:`observe_validation`. Call ``feedback`` after ``optimizer.step()`` when a controller
+    uses validation, so the evaluation sees the updated model.
+    """
+
+    requires: ClassVar[Requirements] = Requirements()
+
+    def __init__(self, stream: StreamLike, *, observer: Observer | None = None,
+                 validate: Callable[[], Mapping[str, float]] | None = None,
+                 attach: bool = True) -> None:
+        self.stream = stream
+        self.domains: list[str] = list(stream.domains)
+        self.K = len(self.domains)
+        if self.K < 1:
+            raise ValueError("the stream has no domains")
+        self.step = 0
+        self._weights = normalise(as_vector(stream.weights, self.domains, "stream.weights"))
+        self.observer = observer
+        self.validate = validate
+        self.last_from_sample: int | None = None
+        if attach:
+            stream.attach(self)
+
+    # ----------------------------------------------------------------- outputs
+    @property
+    def weights(self) -> dict[str, float]:
+        """Current sampling weights (the last ones this controller pushed or started from)."""
+        return to_dict(self._weights, self.domains)
+
+    @property
+    def weight_vector(self) -> np.ndarray:
+        return self._weights.copy()
+
+    def loss_weights(self) -> dict[str, float] | None:
+        """Per-domain loss weights (sum 1), or None if the controller only sets sampling weights."""
+        return None
+
+    def final_weights(self) -> dict[str, float]:
+        """Mixture to use for a target run (proxy methods: the time average). Default: current."""
+        return self.weights
+
+    # ------------------------------------------------------------------ inputs
+    def feedback(self, domain: torch.Tensor | None = None, loss: torch.Tensor | None = None, *,
+                 mask: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+                 ref_loss: torch.Tensor | None = None) -> dict[str, float] | None:
+        """One optimizer step's feedback; returns the new sampling weights if they changed.
+
+        ``domain``: ``batch["domain"]`` (ids into ``stream.domains``). ``loss``: per-sequence
+        ``[B]`` losses (optionally ``tokens`` [B] loss tokens per sequence) or per-token
+        ``[B, T]`` losses with ``mask`` [B, T]. Detached internally. Under torch.distributed
+        every rank must call ``feedback`` at every step (it all-reduces).
+        """
+        req = self.requires
+        if req.train_losses and (loss is None or domain is None):
+            raise ValueError(f"{type(self).__name__} needs per-sample losses: call "
+                             f"feedback(batch['domain'], loss_per_sequence)")
+        if req.ref_losses and ref_loss is None:
+            raise ValueError(f"{type(self).__name__} needs reference losses: pass ref_loss=... or "
+                             f"give the controller a reference model")
+        if domain is None:
+            sums = torch.zeros(5, self.K, dtype=torch.float64)
+        else:
+            sums = aggregate(domain, self.K, loss, mask=mask, tokens=tokens, ref_loss=ref_loss)
+        sums = all_reduce_sum(sums)
+        self.step += 1
+        fb = to_feedback(self.step, sums, has_loss=loss is not None, has_ref=ref_loss is not None,
+                         has_tokens=tokens is not None or (loss is not None and loss.dim() == 2))
+        new = self.update(fb)
+        pushed = self._push(new) if new is not None else None
+        if self.observer is not None:
+            self.observer.on_step(self.step, self.stream.consumed_samples, self.domains, fb)
+        if self.validate is not None and self.wants_validation():
+            pushed = self.observe_validation(self.validate()) or pushed
+        return pushed
+
+    def update(self, fb: StepFeedback) -> np.ndarray | None:
+        """Consume one step's feedback; return new sampling weights or None (no change)."""
+        raise NotImplementedError
+
+    def wants_validation(self) -> bool:
+        """True when the controller needs per-domain validation losses now."""
+        return False
+
+    def observe_validation(self, losses: Mapping[str, float] | Sequence[float]
+                           ) -> dict[str, float] | None:
+        """Give per-domain validation losses; returns new sampling weights if they changed."""
+        vec = as_vector(losses, self.domains, "validation losses") if isinstance(
+            losses, Mapping) else np.asarray(losses, dtype=np.float64)
+        if vec.shape != (self.K,) or not np.all(np.isfinite(vec)):
+            raise ValueError(f"validation losses must be {self.K} finite values for domains "
+                             f"{self.domains}, got {np.asarray(vec).tolist()}")
+        if self.observer is not None:
+            self.observer.on_validation(self.step, to_dict(vec, self.domains))
+        new = self.update_validation(vec)
+        return self._push(new) if new is not None else None
+
+    def update_validation(self, losses: np.ndarray) -> np.ndarray | None:
+        raise ValueError(f"{type(self).__name__} does not use validation losses")
+
+    def observe_gradients(self, stats: Mapping[str, Any]) -> None:
+        """Per-domain gradient statistics (see :class:`GradRequest`); not used yet."""
+        raise NotImplementedError(f"{type(self).__name__} does not use gradient statistics")
+
+    def run_phase(self, ctx: ModelContext) -> None:
+        """Phase hook with model access (OP-Mix-style probes); not used yet."""
+        raise NotImplementedError(f"{type(self).__name__} has no phase hook")
+
+    # -------------------------------------------------------------- internals
+    def _push(self, w: np.ndarray) -> dict[str, float] | None:
+        w = normalise(as_vector(w, self.domains, f"{type(self).__name__} weights"))
+        if np.array_equal(w, self._weights):
+            return None
+        self.last_from_sample = int(self.stream.set_weights(to_dict(w, self.domains)))
+        self._weights = w
+        out = to_dict(w, self.domains)
+        if self.observer is not None:
+            self.observer.on_weights(self.step, self.last_from_sample, out)
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python values only (JSON-able), so any checkpoint format can hold it."""
+        state = {"controller": type(self).__name__, "domains": list(self.domains),
+                 "step": self.step, "weights": self._weights.tolist(),
+                 "last_from_sample": self.last_from_sample, "state": self._state()}
+        if self.observer is not None:
+            state["observer"] = self.observer.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        name = type(self).__name__
+        if state.get("controller") != name:
+            raise ValueError(f"state is for controller {state.get('controller')!r}, not {name!r}; "
+                             f"create the same controller type before loading")
+        if list(state["domains"]) != self.domains:
+            raise ValueError(f"state domains {state['domains']} != stream domains {self.domains}")
+        self.step = int(state["step"])
+        self._weights = np.asarray(state["weights"], dtype=np.float64)
+        lfs = state.get("last_from_sample")
+        self.last_from_sample = None if lfs is None else int(lfs)
+        self._load_state(state["state"])
+        if self.observer is not None and "observer" in state:
+            self.observer.load_state_dict(state["observer"])
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        pass

@@ -1,0 +1,263 @@
+"""The mixture sequence: which domain global sample ``i`` comes from.
+
+A pure function of (seed, weight log, i), computed chunk by chunk:
+
+* Every domain has a real-valued *target* count ``T_d(i)``: the integral of its weight over the
+  weight log up to sample ``i`` (targets carry over weight changes, so a domain whose share is
+  0.3 samples per step still gets its samples over many steps).
+* The sample axis is cut into *chunks* at multiples of ``block`` (the mixing block). A chunk
+  starting at ``cs`` with realised counts ``A`` gets per-domain counts by largest-remainder
+  rounding of ``T(chunk end) - A`` (never negative; a zero-weight domain gets none), and an
+  order that spaces each domain evenly through the chunk (ties broken by a per-chunk seeded
+  domain priority). Realised counts therefore stay within a small constant of the targets at
+  every prefix instead of drifting like i.i.d. draws.
+* A weight-log entry starting at ``f`` inside a chunk keeps the chunk's samples before ``f``
+  (the prefix of the order computed without it) and starts a new chunk at ``f``. Appending an
+  entry therefore never changes a sample before its ``from_sample``: that is what makes a live
+  weight change deterministic and checkable (an entry behind the frontier is an error).
+* At an entry the targets are re-based: a domain switched off keeps its realised count as its
+  target (it gets no more samples), and its fractional balance goes to the active domains.
+
+:class:`MixCursor` walks this sequence forward; its checkpoint (chunk start, counts, entry in
+force) makes random access and resume O(1) in the number of samples already consumed.
+Megatron's ``BlendedDataset`` (greedy error-minimising) and Levanter's block-deterministic
+mixtures are the ancestors; neither supports an append-only weight log with O(1) resume, hence
+this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .rng import CHUNK_ORDER, generator
+
+
+class LateWeightChangeError(RuntimeError):
+    """A weight change arrived for samples that were already produced."""
+
+
+def apportion(delta: np.ndarray, m: int, active: np.ndarray) -> np.ndarray:
+    """Integer counts summing to ``m``, close to ``delta`` (largest remainder, floor at 0).
+
+    Inactive domains get 0. Each active count is ``floor(delta)`` or ``floor(delta) + 1``
+    except when a domain is ahead of its target (``delta < 0``), which is clamped to 0.
+    """
+    base = np.where(active, np.maximum(np.floor(delta), 0.0), 0.0).astype(np.int64)
+    short = m - int(base.sum())
+    if short > 0:
+        n_active = int(active.sum())
+        full, part = divmod(short, n_active)
+        rem = np.where(active, delta - base, -np.inf)
+        if full:
+            base[active] += full
+        if part:
+            idx = np.argsort(-rem, kind="stable")[:part]
+            base[idx] += 1
+    while short < 0:
+        cand = np.flatnonzero(active & (base > 0))
+        idx = cand[np.argsort((delta - base)[cand], kind="stable")[:-short]]
+        base[idx] -= 1
+        short += len(idx)
+    return base
+
+
+def chunk_order(counts: np.ndarray, due: np.ndarray, rate: np.ndarray, seed: int,
+                chunk_start: int) -> np.ndarray:
+    """Domain ids of one chunk, in order of when each sample falls due.
+
+    Domain ``d``'s ``j``-th sample of the chunk is due when its target count passes the next
+    half-integer: at ``(due[d] + j) / rate[d]`` samples into the chunk, where ``due[d]`` is how
+    far the domain is from its next half-integer at the chunk start (its carried balance). Ties
+    are broken by a per-chunk seeded domain priority.
+    """
+    num = len(counts)
+    dom = np.repeat(np.arange(num, dtype=np.int64), counts)
+    if len(dom) == 0 or (counts > 0).sum() == 1:
+        return dom
+    firsts = np.cumsum(counts) - counts
+    rank = np.arange(len(dom), dtype=np.int64) - np.repeat(firsts, counts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        when = (due[dom] + rank) / rate[dom]
+    prio = generator(seed, CHUNK_ORDER, chunk_start).permutation(num)
+    order = np.lexsort((prio[dom], when))
+    return dom[order]
+
+
+@dataclass
+class MixCheckpoint:
+    """Cursor state at a chunk start: enough to continue without replaying earlier samples."""
+
+    chunk_start: int
+    counts: np.ndarray  # realised per-domain counts before chunk_start
+    entry_from: int  # the weight entry in force at chunk_start ...
+    entry_weights: np.ndarray
+    entry_targets: np.ndarray  # ... and the targets T(entry_from) after re-basing
+    entry_base: np.ndarray  # targets at entry_from before re-basing (for a same-index replacement)
+
+    def to_json(self) -> dict:
+        return {
+            "chunk_start": int(self.chunk_start),
+            "counts": [int(x) for x in self.counts],
+            "entry_from": int(self.entry_from),
+            "entry_weights": [float(x) for x in self.entry_weights],
+            "entry_targets": [float(x) for x in self.entry_targets],
+            "entry_base": [float(x) for x in self.entry_base],
+        }
+
+    @staticmethod
+    def from_json(d: dict) -> MixCheckpoint:
+        return MixCheckpoint(
+            int(d["chunk_start"]),
+            np.asarray(d["counts"], dtype=np.int64),
+            int(d["entry_from"]),
+            np.asarray(d["entry_weights"], dtype=np.float64),
+            np.asarray(d["entry_targets"], dtype=np.float64),
+            np.asarray(d["entry_base"], dtype=np.float64),
+        )
+
+    @staticmethod
+    def initial(weights: np.ndarray) -> MixCheckpoint:
+        num = len(weights)
+        return MixCheckpoint(0, np.zeros(num, np.int64), 0, np.asarray(weights, np.float64),
+                             np.zeros(num, np.float64), np.zeros(num, np.float64))
+
+
+def rebase(targets: np.ndarray, counts: np.ndarray, new_weights: np.ndarray) -> np.ndarray:
+    """Targets at a weight change: switched-off domains keep their realised count, and their
+    fractional balance is spread over the active domains in proportion to the new weights."""
+    off = new_weights <= 0
+    out = targets.copy()
+    balance = float((targets[off] - counts[off]).sum())
+    out[off] = counts[off]
+    out[~off] += balance * new_weights[~off] / new_weights[~off].sum()
+    return out
+
+
+class MixCursor:
+    """Walks the mixture sequence forward from a checkpoint.
+
+    ``domains(start, stop)`` returns the domain ids of global samples ``[start, stop)``; calls
+    must not go backwards. New weight-log entries are given with :meth:`add_entry`; an entry
+    starting before the *frontier* (the end of the last range returned) raises
+    :class:`LateWeightChangeError`.
+    """
+
+    def __init__(self, seed: int, block: int, checkpoint: MixCheckpoint,
+                 pending: Iterable[tuple[int, np.ndarray]] = (), frontier: int | None = None):
+        if block < 1:
+            raise ValueError(f"mixing block must be >= 1, got {block}")
+        self.seed = seed
+        self.block = block
+        self.num_domains = len(checkpoint.counts)
+        self._cs = checkpoint.chunk_start
+        self._counts = checkpoint.counts.astype(np.int64).copy()
+        self._efrom = checkpoint.entry_from
+        self._ew = checkpoint.entry_weights.astype(np.float64).copy()
+        self._eT0 = checkpoint.entry_targets.astype(np.float64).copy()
+        self._ebase = checkpoint.entry_base.astype(np.float64).copy()
+        self._pending: list[tuple[int, np.ndarray]] = []
+        self._order: np.ndarray | None = None  # order of [cs, natural end), computed lazily
+        self.frontier = self._cs if frontier is None else frontier
+        for f, w in pending:
+            self.add_entry(f, w)
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def weights(self) -> np.ndarray:
+        return self._ew
+
+    def checkpoint(self) -> MixCheckpoint:
+        return MixCheckpoint(self._cs, self._counts.copy(), self._efrom, self._ew.copy(),
+                             self._eT0.copy(), self._ebase.copy())
+
+    def counts_at(self, pos: int) -> np.ndarray:
+        """Realised per-domain counts of samples ``[0, pos)`` (advances the cursor to ``pos``)."""
+        self._advance(pos)
+        out = self._counts.copy()
+        if pos > self._cs:
+            out += np.bincount(self._chunk()[: pos - self._cs], minlength=self.num_domains)
+        self.frontier = max(self.frontier, pos)
+        return out
+
+    # -- weight log -------------------------------------------------------------------------
+    def add_entry(self, from_sample: int, weights: np.ndarray) -> None:
+        if from_sample < self.frontier:
+            raise LateWeightChangeError(
+                f"weight change for sample {from_sample} arrived after samples up to "
+                f"{self.frontier} were produced; apply weight changes at or after the first sample "
+                f"not yet prefetched (MixLoader does this), or pass a later from_sample")
+        w = np.asarray(weights, dtype=np.float64)
+        if self._pending and from_sample <= self._pending[-1][0]:
+            if from_sample < self._pending[-1][0]:
+                raise ValueError("weight-log entries must be added in order")
+            self._pending[-1] = (from_sample, w)
+        else:
+            self._pending.append((from_sample, w))
+        if from_sample == self._cs:  # nothing produced at cs yet: switch now
+            self._switch_if_due()
+            self._order = None
+
+    # -- walking ----------------------------------------------------------------------------
+    def _natural_end(self) -> int:
+        return (self._cs // self.block + 1) * self.block
+
+    def _end(self) -> int:
+        end = self._natural_end()
+        if self._pending and self._pending[0][0] < end:
+            return self._pending[0][0]
+        return end
+
+    def _targets(self, pos: int) -> np.ndarray:
+        return self._eT0 + self._ew * float(pos - self._efrom)
+
+    def _counts_natural(self) -> np.ndarray:
+        ne = self._natural_end()
+        delta = self._targets(ne) - self._counts
+        return apportion(delta, ne - self._cs, self._ew > 0)
+
+    def _chunk(self) -> np.ndarray:
+        if self._order is None:
+            # how many samples short of the next half-integer each domain is at the chunk start
+            due = self._counts + 0.5 - self._targets(self._cs)
+            self._order = chunk_order(self._counts_natural(), due, self._ew, self.seed, self._cs)
+        return self._order
+
+    def _switch_if_due(self) -> None:
+        while self._pending and self._pending[0][0] == self._cs:
+            _, w = self._pending.pop(0)
+            if self._efrom != self._cs:  # first entry at this index; a later one replaces it
+                self._ebase = self._targets(self._cs)
+            self._eT0 = rebase(self._ebase, self._counts, w)
+            self._efrom, self._ew = self._cs, w
+
+    def _next_chunk(self) -> None:
+        end = self._end()
+        if end == self._natural_end() and self._order is None:
+            self._counts += self._counts_natural()
+        else:
+            self._counts += np.bincount(self._chunk()[: end - self._cs], minlength=self.num_domains)
+        self._cs = end
+        self._order = None
+        self.frontier = max(self.frontier, end)
+        self._switch_if_due()
+
+    def _advance(self, pos: int) -> None:
+        if pos < self._cs:
+            raise ValueError(f"mixture cursor cannot go back from {self._cs} to {pos}")
+        while pos >= self._end():
+            self._next_chunk()
+
+    def domains(self, start: int, stop: int) -> np.ndarray:
+        """Domain ids (int64) of global samples ``[start, stop)``."""
+        out = np.empty(stop - start, dtype=np.int64)
+        pos = start
+        while pos < stop:
+            self._advance(pos)
+            end = min(stop, self._end())
+            out[pos - start : end - start] = self._chunk()[pos - self._cs : end - self._cs]
+            pos = end
+        self.frontier = max(self.frontier, stop)
+        return out

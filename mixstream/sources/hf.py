@@ -1,0 +1,57 @@
+"""Hugging Face ``datasets.Dataset`` (Arrow-backed, memory-mapped) or a ``save_to_disk`` folder."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .arrow import block_from_arrow, schema_from_arrow
+from .base import Block, Schema, Source, SourceError
+
+
+class HFSource(Source):
+    """Blocks are consecutive slices of ``block_rows`` rows of the dataset's Arrow table."""
+
+    def __init__(self, data: Any, *, block_rows: int = 1024, columns: list[str] | None = None):
+        import datasets
+
+        if isinstance(data, (str, os.PathLike)):
+            path = os.fspath(data)
+            try:
+                data = datasets.load_from_disk(path)
+            except (FileNotFoundError, ValueError) as e:
+                raise SourceError(f"{path}: not a datasets save_to_disk folder ({e})") from e
+            self.uri = path
+        else:
+            self.uri = f"datasets.Dataset({getattr(data, 'info', None) and data.info.dataset_name or 'in memory'})"
+        if isinstance(data, datasets.DatasetDict):
+            raise SourceError(f"{self.uri}: a DatasetDict with splits {list(data)}; pass one split, "
+                              f"e.g. dataset['train'] or the split's sub-folder")
+        if not isinstance(data, datasets.Dataset):
+            raise SourceError(f"{self.uri}: expected a datasets.Dataset, got {type(data).__name__} "
+                              f"(IterableDataset has no random access: save it with save_to_disk)")
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        if columns is not None:
+            data = data.select_columns(columns)
+        self.dataset = data.with_format("arrow")
+        n = len(data)
+        full, rest = divmod(n, block_rows)
+        self._sizes = np.asarray([block_rows] * full + ([rest] if rest else []), dtype=np.int64)
+        self.block_rows = block_rows
+        self._schema = schema_from_arrow(data.features.arrow_schema)
+
+    @property
+    def block_sizes(self) -> np.ndarray:
+        return self._sizes
+
+    @property
+    def schema(self) -> Schema:
+        return self._schema
+
+    def read_block(self, index: int) -> Block:
+        start = index * self.block_rows
+        table = self.dataset[start : start + int(self._sizes[index])]
+        return block_from_arrow(table)

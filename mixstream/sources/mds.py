@@ -1,0 +1,373 @@
+"""Read MDS datasets (mosaicml-streaming's format) natively: one block = one shard.
+
+``index.json`` gives every shard's sample count, so construction reads no shard data. A shard
+is read whole (raw ``.mds`` file, or its compressed form decompressed in memory; nothing is
+written into the dataset directory), checked against the sizes (and, on request, hashes) in
+``index.json``, and decoded column by column with numpy (:mod:`.mds_encodings`).
+
+Paths may be local or fsspec URLs (``s3://``, ``gs://``, ``memory://`` ...).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import Block, Schema, Source, SourceError
+from .mds_encodings import Encoding, decode_records, parse_encoding
+
+INDEX = "index.json"
+COMPRESSIONS = ("zstd", "gz", "bz2")  # decoded here; mosaic also writes br and snappy
+
+
+# ------------------------------------------------------------------ storage
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _join(root: str, *parts: str) -> str:
+    return posixpath.join(root, *parts) if _is_url(root) else os.path.join(root, *parts)
+
+
+def _read(path: str) -> bytes:
+    """Whole file; ``FileNotFoundError`` if absent."""
+    if _is_url(path):
+        import fsspec  # only for URLs
+
+        fs, p = fsspec.core.url_to_fs(path)
+        return bytes(fs.cat_file(p))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _exists(path: str) -> bool:
+    if _is_url(path):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(path)
+        return bool(fs.exists(p))
+    return os.path.exists(path)
+
+
+# ------------------------------------------------------------------ index.json
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One shard file as recorded in index.json."""
+
+    basename: str
+    bytes: int
+    hashes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard entry of index.json (the fields a reader needs)."""
+
+    raw: FileInfo
+    zip: FileInfo | None
+    compression: str | None
+    samples: int
+    names: tuple[str, ...]
+    encodings: tuple[str, ...]
+    sizes: tuple[int | None, ...]
+
+
+def _file_info(obj: Any, where: str) -> FileInfo:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} is not an object")
+    base, size, hashes = obj.get("basename"), obj.get("bytes"), obj.get("hashes") or {}
+    if not isinstance(base, str) or not base or not isinstance(size, int) or size < 0:
+        raise ValueError(f"{where} needs a 'basename' string and a non-negative 'bytes' count")
+    if os.path.isabs(base) or ".." in base.replace("\\", "/").split("/"):
+        raise ValueError(f"{where} basename {base!r} points outside the dataset directory")
+    if not isinstance(hashes, dict):
+        raise ValueError(f"{where} 'hashes' is not an object")
+    return FileInfo(base, size, dict(hashes))
+
+
+def parse_shard(obj: Any, i: int) -> ShardInfo:
+    """Validate one ``shards[i]`` entry; ``ValueError`` says what is wrong."""
+    where = f"shards[{i}]"
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} is not an object")
+    if obj.get("format") != "mds":
+        raise ValueError(f"{where} has format {obj.get('format')!r}; only 'mds' shards are read")
+    if obj.get("version") != 2:
+        raise ValueError(f"{where} has version {obj.get('version')!r}; expected 2")
+    names, encs, sizes = (
+        obj.get("column_names"),
+        obj.get("column_encodings"),
+        obj.get("column_sizes"),
+    )
+    if not (isinstance(names, list) and isinstance(encs, list) and isinstance(sizes, list)):
+        raise ValueError(f"{where} lacks column_names/column_encodings/column_sizes lists")
+    if not names or not len(names) == len(encs) == len(sizes):
+        raise ValueError(f"{where} column_names/encodings/sizes are empty or differ in length")
+    samples = obj.get("samples")
+    if not isinstance(samples, int) or samples < 0:
+        raise ValueError(f"{where} 'samples' is not a non-negative integer")
+    compression = obj.get("compression")
+    zip_obj = obj.get("zip_data")
+    if compression is not None and not isinstance(compression, str):
+        raise ValueError(f"{where} 'compression' is not a string")
+    return ShardInfo(
+        raw=_file_info(obj.get("raw_data"), f"{where}.raw_data"),
+        zip=_file_info(zip_obj, f"{where}.zip_data") if zip_obj else None,
+        compression=compression or None,
+        samples=samples,
+        names=tuple(names),
+        encodings=tuple(encs),
+        sizes=tuple(sizes),
+    )
+
+
+def load_index(root: str) -> list[ShardInfo]:
+    """Parse ``<root>/index.json``; :class:`SourceError` names the file and the fix."""
+    path = _join(root, INDEX)
+    try:
+        obj = json.loads(_read(path))
+    except FileNotFoundError:
+        raise SourceError(
+            f"{path} not found: an MDS dataset directory holds index.json beside its shards "
+            "(pass the directory MDSWriter wrote, or split= for a split subdirectory)"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path} is not valid JSON ({exc}); restore or rewrite it") from exc
+    try:
+        if not isinstance(obj, dict) or obj.get("version") != 2:
+            raise ValueError("expected an object with 'version': 2")
+        shards = obj.get("shards")
+        if not isinstance(shards, list) or not shards:
+            raise ValueError("'shards' is missing or empty")
+        return [parse_shard(s, i) for i, s in enumerate(shards)]
+    except ValueError as exc:
+        raise SourceError(
+            f"{path} is not an MDS index: {exc}; restore it or rewrite the dataset with MDSWriter"
+        ) from exc
+
+
+# ------------------------------------------------------------------ checks on file bytes
+
+
+def file_hash(algo: str, data: bytes) -> str:
+    """Hex digest as mosaicml-streaming writes it (hashlib or xxhash algorithm names)."""
+    if algo.startswith("xxh"):
+        try:
+            import xxhash
+        except ImportError:
+            raise ValueError(
+                f"hash {algo!r} needs the xxhash package: pip install xxhash"
+            ) from None
+        if not hasattr(xxhash, algo):
+            raise ValueError(f"unknown xxhash algorithm {algo!r}")
+        return str(getattr(xxhash, algo)(data).hexdigest())
+    if algo not in hashlib.algorithms_available or algo.startswith("shake_"):
+        raise ValueError(f"unknown hash algorithm {algo!r}")
+    return hashlib.new(algo, data).hexdigest()
+
+
+def check_file(path: str, data: bytes, info: FileInfo, verify_hashes: bool) -> None:
+    """Size (always) and hashes (on request) of a shard file against index.json."""
+    if len(data) != info.bytes:
+        raise SourceError(
+            f"{path} is {len(data)} bytes but index.json says {info.bytes}: the shard is "
+            "truncated or was replaced; re-download or rewrite the dataset"
+        )
+    if not verify_hashes:
+        return
+    if not info.hashes:
+        raise SourceError(
+            f"{path}: verify_hashes=True but index.json records no hashes for it (written "
+            "without MDSWriter(hashes=[...])); pass verify_hashes=False"
+        )
+    for algo, want in sorted(info.hashes.items()):
+        try:
+            got = file_hash(algo, data)
+        except ValueError as exc:
+            raise SourceError(f"{path}: cannot verify {algo}: {exc}") from exc
+        if got != want:
+            raise SourceError(
+                f"{path} fails its {algo} check (index.json {want}, file {got}): the shard is "
+                "corrupt; re-download or rewrite the dataset"
+            )
+
+
+def decompress(compression: str, data: bytes, raw_bytes: int) -> bytes:
+    """Whole-file decompression of a shard (mosaic's ``compression.py`` families)."""
+    algo = compression.split(":")[0]
+    if algo == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=raw_bytes)
+    if algo == "gz":
+        return gzip.decompress(data)
+    if algo == "bz2":
+        return bz2.decompress(data)
+    raise ValueError(f"compression {compression!r} is not supported")
+
+
+def parse_header(data: bytes, info: ShardInfo) -> np.ndarray:
+    """Check a raw shard's header against index.json; return its N+1 record offsets (int64)."""
+    size = len(data)
+    if size < 4:
+        raise ValueError("shorter than its 4-byte sample count")
+    n = int(np.frombuffer(data, "<u4", 1)[0])
+    if n != info.samples:
+        raise ValueError(f"holds {n} samples but index.json says {info.samples}")
+    head = 4 * (n + 2)
+    if size < head:
+        raise ValueError(f"shorter than its {n + 1} sample offsets")
+    offsets = np.frombuffer(data, "<u4", n + 1, offset=4).astype(np.int64)
+    if offsets[0] < head or offsets[-1] != size or (np.diff(offsets) < 0).any():
+        raise ValueError("sample offsets are out of order or point outside the file")
+    try:
+        config = json.loads(data[head : int(offsets[0])].decode("utf-8"))
+        got = (config["column_names"], config["column_encodings"], config["column_sizes"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"embedded config JSON is unreadable ({exc})") from exc
+    if got != (list(info.names), list(info.encodings), list(info.sizes)):
+        raise ValueError(f"embedded column config {got} differs from index.json")
+    return offsets
+
+
+# ------------------------------------------------------------------ the source
+
+
+class MDSSource(Source):
+    """An MDS dataset directory (``index.json`` + ``shard.NNNNN.mds[.zstd]``) as a Source.
+
+    ``split`` reads ``<path>/<split>``, as mosaicml-streaming does. Block ``i`` is shard ``i``:
+    fixed-shape ``ndarray`` columns decode to ``[rows, *shape]`` arrays, dynamic 1-D ``ndarray``
+    columns to :class:`Ragged`, numeric scalar encodings to 1-D arrays, and ``str``, ``bytes``,
+    ``json``, ``str_int``, ``str_float``, ``str_decimal``, bare ``ndarray`` and (only with
+    ``allow_unsafe_types``) ``pkl`` to lists. ``verify_hashes`` checks every hash index.json
+    records for a file before decoding it. Holds no open files (picklable).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        split: str | None = None,
+        allow_unsafe_types: bool = False,
+        verify_hashes: bool = False,
+    ) -> None:
+        root = os.fspath(path)
+        self.uri = _join(root, split) if split else root
+        self.allow_unsafe_types = allow_unsafe_types
+        self.verify_hashes = verify_hashes
+        self.shards = load_index(self.uri)
+        self._encodings = self._check_columns()
+        self._block_sizes = np.array([s.samples for s in self.shards], dtype=np.int64)
+        self._block_sizes.flags.writeable = False
+
+    def _check_columns(self) -> list[Encoding]:
+        """All shards must share one column set; parse its encodings once."""
+        index = _join(self.uri, INDEX)
+        first = self.shards[0]
+        for i, s in enumerate(self.shards):
+            if (s.names, s.encodings) != (first.names, first.encodings):
+                raise SourceError(
+                    f"{index}: shard {s.raw.basename} has columns "
+                    f"{dict(zip(s.names, s.encodings, strict=True))} but {first.raw.basename} has "
+                    f"{dict(zip(first.names, first.encodings, strict=True))}; one MDSSource needs one column "
+                    f"set (split the dataset into one source per schema)"
+                )
+            if i == 0 or s.sizes != first.sizes:
+                self._check_sizes(s, index)
+        encodings = []
+        for name, text in zip(first.names, first.encodings, strict=True):
+            try:
+                encodings.append(parse_encoding(text, allow_unsafe_types=self.allow_unsafe_types))
+            except ValueError as exc:
+                raise SourceError(f"{index}: column {name!r}: {exc}") from exc
+        return encodings
+
+    def _check_sizes(self, s: ShardInfo, index: str) -> None:
+        for name, text, size in zip(s.names, s.encodings, s.sizes, strict=True):
+            try:
+                want = parse_encoding(text, allow_unsafe_types=True).size
+            except ValueError:
+                continue  # reported with its fix by _check_columns
+            if size != want:
+                raise SourceError(
+                    f"{index}: column {name!r} ({text}) of {s.raw.basename} has column_size "
+                    f"{size}, but that encoding is {want or 'variable'}-sized; the index is "
+                    "corrupt: restore it or rewrite the dataset"
+                )
+
+    @property
+    def block_sizes(self) -> np.ndarray:
+        return self._block_sizes
+
+    @property
+    def schema(self) -> Schema:
+        return {n: e.spec() for n, e in zip(self.shards[0].names, self._encodings, strict=True)}
+
+    def read_block(self, index: int) -> Block:
+        if not 0 <= index < len(self.shards):
+            raise IndexError(f"{self.uri}: block {index} out of range [0, {len(self.shards)})")
+        info = self.shards[index]
+        path, data = self._raw_bytes(info)
+        try:
+            offsets = parse_header(data, info)
+            return decode_records(data, offsets, list(info.names), self._encodings)
+        except ValueError as exc:
+            raise SourceError(
+                f"{path}: {exc}; the shard is corrupt: re-download or rewrite the dataset"
+            ) from exc
+
+    def _raw_bytes(self, info: ShardInfo) -> tuple[str, bytes]:
+        """The raw shard: the ``.mds`` file if present, else its compressed form, in memory."""
+        raw_path = _join(self.uri, info.raw.basename)
+        try:
+            data = _read(raw_path)
+        except FileNotFoundError:
+            pass
+        else:
+            check_file(raw_path, data, info.raw, self.verify_hashes)
+            return raw_path, data
+        if info.zip is None or not info.compression:
+            raise SourceError(
+                f"{raw_path} is missing (listed in {INDEX}); restore the shard or rewrite "
+                "the dataset"
+            )
+        zip_path = _join(self.uri, info.zip.basename)
+        if info.compression.split(":")[0] not in COMPRESSIONS:
+            raise SourceError(
+                f"{zip_path}: compression {info.compression!r} is not supported (supported: "
+                f"{', '.join(COMPRESSIONS)}); decompress the shards to {info.raw.basename} or "
+                "rewrite the dataset with compression='zstd'"
+            )
+        try:
+            packed = _read(zip_path)
+        except FileNotFoundError:
+            raise SourceError(
+                f"shard missing: neither {zip_path} nor {raw_path} exists (listed in {INDEX}); "
+                "restore the shard or rewrite the dataset"
+            ) from None
+        check_file(zip_path, packed, info.zip, self.verify_hashes)
+        try:
+            data = decompress(info.compression, packed, info.raw.bytes)
+        except Exception as exc:  # ZstdError, OSError (gzip/bz2), EOFError ...
+            raise SourceError(
+                f"{zip_path} does not decompress as {info.compression} ({exc}); the shard is "
+                "corrupt: re-download or rewrite the dataset"
+            ) from exc
+        check_file(f"{zip_path} (decompressed)", data, info.raw, self.verify_hashes)
+        return zip_path, data
+
+    def __repr__(self) -> str:
+        return f"MDSSource({self.uri!r}, shards={len(self.shards)}, samples={self.num_samples})"

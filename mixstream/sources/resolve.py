@@ -1,0 +1,122 @@
+"""Turn what a user passes for a domain (path, glob, Dataset, Source, list) into sources."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .base import Block, Schema, Source, SourceError
+from .parquet import GLOB_CHARS
+
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "hf://")
+
+
+def open_source(spec: Any) -> Source:
+    """One :class:`Source` for a path, glob, ``datasets.Dataset`` or ready-made Source."""
+    if isinstance(spec, Source):
+        return spec
+    if not isinstance(spec, (str, os.PathLike)):
+        try:
+            import datasets
+        except ImportError:  # pragma: no cover - datasets is a core dependency
+            datasets = None
+        if datasets is not None and isinstance(spec, (datasets.Dataset, datasets.DatasetDict)):
+            from .hf import HFSource
+
+            return HFSource(spec)
+        raise SourceError(f"cannot read a domain from {type(spec).__name__}; pass a path, glob, "
+                          f"datasets.Dataset or mixstream Source")
+    path = os.fspath(spec)
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    if path.startswith(REMOTE_SCHEMES):
+        raise SourceError(f"{path}: remote storage is not supported by this version; copy the shards "
+                          f"to local disk first")
+    if any(c in path for c in GLOB_CHARS):
+        from .parquet import ParquetSource
+
+        return ParquetSource(path)
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "manifest.json")):
+            from .native import NativeSource
+
+            return NativeSource(path)
+        if os.path.exists(os.path.join(path, "index.json")):
+            from .mds import MDSSource
+
+            return MDSSource(path)
+        if os.path.exists(os.path.join(path, "dataset_info.json")) or os.path.exists(
+            os.path.join(path, "state.json")
+        ):
+            from .hf import HFSource
+
+            return HFSource(path)
+        from .parquet import ParquetSource
+
+        return ParquetSource(path)
+    if not os.path.exists(path):
+        raise SourceError(f"{path}: no such file or directory")
+    if path.endswith(".parquet"):
+        from .parquet import ParquetSource
+
+        return ParquetSource(path)
+    raise SourceError(f"{path}: unsupported file type; MixStream reads mixstream shard directories, "
+                      f"Parquet files/globs, MDS directories and datasets save_to_disk folders "
+                      f"(convert other formats with `mixstream-shard convert`)")
+
+
+class Domain:
+    """One domain: the blocks of its sources, end to end, with one schema."""
+
+    def __init__(self, name: str, spec: Any):
+        self.name = name
+        specs: Sequence[Any] = spec if isinstance(spec, (list, tuple)) else [spec]
+        if not specs:
+            raise SourceError(f"domain {name!r}: empty list of sources")
+        try:
+            self.sources = [open_source(s) for s in specs]
+        except SourceError as e:
+            raise SourceError(f"domain {name!r}: {e}") from e
+        first = self.sources[0]
+        for s in self.sources[1:]:
+            if s.schema != first.schema:
+                raise SourceError(f"domain {name!r}: {s.uri} has columns "
+                                  f"{_describe(s.schema)} but {first.uri} has {_describe(first.schema)}; "
+                                  f"all sources of a domain must share a schema")
+        self.schema: Schema = first.schema
+        sizes = [s.block_sizes for s in self.sources]
+        self.block_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+        self._source_of = np.concatenate([np.full(len(x), i, np.int64) for i, x in enumerate(sizes)])
+        self._first = np.concatenate([[0], np.cumsum([len(x) for x in sizes])])[:-1].astype(np.int64)
+        self.num_samples = int(self.block_sizes.sum())
+        if self.num_samples == 0:
+            raise SourceError(f"domain {name!r}: {first.uri} holds no samples")
+
+    def read_block(self, index: int) -> Block:
+        i = int(self._source_of[index])
+        try:
+            return self.sources[i].read_block(index - int(self._first[i]))
+        except SourceError as e:
+            raise SourceError(f"domain {self.name!r}: {e}") from e
+
+    def stats(self) -> dict[str, int | None]:
+        """Samples, tokens, bytes and documents, where the sources know them."""
+        out: dict[str, int | None] = {"samples": self.num_samples, "tokens": None, "bytes": None,
+                                      "documents": None}
+        manifests = [getattr(s, "manifest", None) for s in self.sources]
+        if all(m is not None for m in manifests):
+            for key in ("tokens", "bytes", "documents"):
+                vals = [m.stats.get(key) for m in manifests]  # type: ignore[union-attr]
+                out[key] = sum(vals) if all(v is not None for v in vals) else None
+        if out["tokens"] is None:
+            per = [s.tokens_per_sample() for s in self.sources]
+            if all(p is not None for p in per):
+                out["tokens"] = int(sum(p * s.num_samples for p, s in zip(per, self.sources)))  # type: ignore[operator]
+        return out
+
+
+def _describe(schema: Schema) -> str:
+    return "{" + ", ".join(f"{k}: {v.describe()}" for k, v in schema.items()) + "}"

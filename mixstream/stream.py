@@ -1,0 +1,486 @@
+"""MixStream: the mixture-aware streaming ``IterableDataset``.
+
+Data flow (see docs/ARCHITECTURE.md): sources -> plan (weight log, mixture sequence, per-domain
+order) -> per-domain reservoirs in each DataLoader worker -> batches tagged with domain ids.
+The trainer's process owns the weight log and a :class:`~mixstream.tracker.PositionTracker`;
+workers read weight changes and their start position from a
+:class:`~mixstream.channel.WeightChannel` in shared memory.
+
+Global layout: rank ``r``'s ``t``-th batch holds global samples
+``[(t * world + r) * B, (t * world + r + 1) * B)``, and a DataLoader with ``N`` workers asks
+worker ``j`` for the batches ``t`` with ``t - start ≡ j (mod N)``; reader slot ``t mod N`` of
+rank ``r`` serves them, so the data each slot reads does not depend on where an iteration started.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .batching import Pieces, assemble, split_samples
+from .channel import WeightChannel
+from .plan.mixture import MixCheckpoint, MixCursor
+from .plan.weights import WeightLog, WeightsLike, normalize_weights
+from .reservoir import DomainExhausted, DomainReader
+from .sources.base import Schema
+from .sources.resolve import Domain
+from .tracker import PositionTracker
+
+STATE_VERSION = 1
+ON_EXHAUSTED = ("restart", "stop")
+
+
+class MixStream(IterableDataset):
+    """Sharded streaming dataset mixing several domains with live, resumable weights.
+
+    Args:
+        domains: ``{name: source}``; a source is a mixstream shard directory, a Parquet file,
+            glob or directory, an MDS directory, a ``datasets.Dataset`` / ``save_to_disk``
+            folder, a :class:`~mixstream.sources.base.Source`, or a list of these.
+        weights: initial mixture (``{name: weight}`` or a sequence); default uniform.
+        seed: root seed of every random choice (block order, window shuffles, mixing ties).
+        batch_size: samples per batch per rank; set by :class:`~mixstream.MixLoader`.
+        shuffle: shuffle block order per epoch and samples within each window.
+        shuffle_window: samples per domain per reader in one shuffle window; memory per worker
+            is about ``2 * shuffle_window * bytes_per_sample`` per active domain.
+        memory_budget: bytes per worker for all reservoirs; if given, overrides
+            ``shuffle_window`` per domain (``budget / (2 * domains * bytes_per_sample)``).
+        mix_block: samples per mixing chunk (exact counts per chunk, see plan.mixture).
+        on_exhausted: ``"restart"`` (next epoch, reshuffled) or ``"stop"`` (end the stream when
+            a reader runs out of a domain's first epoch).
+        columns: keep only these columns (all domains must have them).
+        rank, world_size: defaults from ``torch.distributed`` when initialised, else 0 and 1.
+        prefetch: decode the next window of each active domain in a background thread.
+        max_workers: most DataLoader workers per rank this stream can serve.
+        max_pending_weight_changes: capacity of the shared weight-change ring.
+    """
+
+    def __init__(
+        self,
+        domains: Mapping[str, Any],
+        weights: WeightsLike | None = None,
+        *,
+        seed: int = 0,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        shuffle_window: int = 8192,
+        memory_budget: int | None = None,
+        mix_block: int = 1024,
+        on_exhausted: str = "restart",
+        columns: list[str] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        prefetch: bool = True,
+        max_workers: int = 64,
+        max_pending_weight_changes: int | None = None,
+    ):
+        super().__init__()
+        if not isinstance(domains, Mapping) or not domains:
+            raise ValueError("domains must be a non-empty mapping {name: path or source}")
+        for name in domains:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"domain names must be non-empty strings, got {name!r}")
+        if on_exhausted not in ON_EXHAUSTED:
+            raise ValueError(f"on_exhausted must be one of {ON_EXHAUSTED}, got {on_exhausted!r}")
+        if shuffle_window < 1:
+            raise ValueError(f"shuffle_window must be >= 1, got {shuffle_window}")
+        self.domains: list[str] = list(domains)
+        self._domains = [Domain(name, spec) for name, spec in domains.items()]
+        self.schema = self._select_columns(columns)
+        d = len(self.domains)
+        w0 = (np.full(d, 1.0 / d) if weights is None else normalize_weights(weights, self.domains))
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.mix_block = int(mix_block)
+        self.on_exhausted = on_exhausted
+        self.prefetch = bool(prefetch)
+        self.windows = self._windows(shuffle_window, memory_budget)
+        self.rank, self.world_size = _topology(rank, world_size)
+        capacity = max_pending_weight_changes or int(min(4096, max(64, 1_000_000 // (d + 1))))
+        self._channel = WeightChannel(d, capacity, max_workers)
+        self._log = WeightLog(w0)
+        self.batch_size: int | None = batch_size
+        self.num_workers: int | None = None
+        self.prefetch_depth = 0
+        self.batched = True
+        self._consumed = 0
+        self._tracker: PositionTracker | None = None
+        self._attached: list[Any] = []
+        self._start_mix = MixCheckpoint.initial(w0)
+        self._start_slots: np.ndarray | None = None
+        self._channel.write_start(0, self._start_mix, np.zeros((0, d), np.int64), 0)
+
+    # -- construction helpers ---------------------------------------------------------------
+    def _select_columns(self, columns: list[str] | None) -> Schema:
+        first = self._domains[0]
+        if columns is None:
+            return dict(first.schema)
+        for dom in self._domains:
+            missing = [c for c in columns if c not in dom.schema]
+            if missing:
+                raise ValueError(f"domain {dom.name!r} has no column(s) {missing}; it has "
+                                 f"{list(dom.schema)}")
+        return {c: first.schema[c] for c in columns}
+
+    def _windows(self, shuffle_window: int, memory_budget: int | None) -> list[int]:
+        if memory_budget is None:
+            return [int(shuffle_window)] * len(self._domains)
+        out = []
+        for dom in self._domains:
+            per_sample = _bytes_per_sample(dom)
+            out.append(max(1, int(memory_budget // (2 * len(self._domains) * per_sample))))
+        return out
+
+    # -- public state -----------------------------------------------------------------------
+    @property
+    def weights(self) -> dict[str, float]:
+        """The latest weights (the last entry of the weight log)."""
+        return dict(zip(self.domains, (float(x) for x in self._log.latest.weights)))
+
+    @property
+    def weight_log(self) -> list[tuple[int, dict[str, float]]]:
+        return [(e.from_sample, dict(zip(self.domains, map(float, e.weights))))
+                for e in self._log.entries]
+
+    @property
+    def consumed_batches(self) -> int:
+        """Batches this rank's trainer has consumed (MixLoader counts them)."""
+        return self._consumed
+
+    @consumed_batches.setter
+    def consumed_batches(self, value: int) -> None:
+        """For plain DataLoaders: tell the stream where the trainer is (e.g. ``step + 1``)."""
+        if value < self._consumed and self._tracker is not None and value < self._tracker.batch:
+            raise ValueError(f"consumed_batches cannot go back from {self._consumed} to {value}; "
+                             f"load a checkpoint instead")
+        self._consumed = int(value)
+        self._begin_iteration()
+
+    @property
+    def consumed_samples(self) -> int:
+        """Global samples consumed by all ranks (assumes ranks step together)."""
+        return self._consumed * self.world_size * (self.batch_size or 0)
+
+    def domain_stats(self) -> dict[str, dict[str, int | None]]:
+        return {d.name: d.stats() for d in self._domains}
+
+    def attach(self, obj: Any) -> None:
+        """Include ``obj.state_dict()`` (a controller, say) in this stream's checkpoints."""
+        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+            raise TypeError(f"{type(obj).__name__} has no state_dict/load_state_dict")
+        if obj not in self._attached:
+            self._attached.append(obj)
+
+    # -- binding to a loader ----------------------------------------------------------------
+    def bind(self, batch_size: int, num_workers: int = 0, prefetch_factor: int | None = None,
+             batched: bool = True) -> None:
+        """Tell the stream how it is loaded (MixLoader calls this; so can plain-DataLoader users)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
+        new = (batch_size, num_workers)
+        if self._tracker is not None and (self.batch_size, self.num_workers) != new:
+            if self._consumed > 0:
+                raise ValueError(f"this stream was loaded with batch_size={self.batch_size}, "
+                                 f"num_workers={self.num_workers}; it cannot change to "
+                                 f"{batch_size}, {num_workers} mid-run")
+            self._tracker = None
+        if num_workers + 0 > self._channel.max_slots:
+            raise ValueError(f"num_workers={num_workers} exceeds max_workers="
+                             f"{self._channel.max_slots} given to MixStream")
+        if batched:
+            self._check_batchable()
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.prefetch_depth = depth
+        self.batched = batched
+        self._check_readers()
+        if self._tracker is None:
+            self._tracker = self._new_tracker(self._start_mix, 0, self._start_slots)
+        self._begin_iteration()
+
+    def bind_loader(self, loader: torch.utils.data.DataLoader) -> None:
+        """Bind to a plain ``DataLoader`` (per-sample mode); see :meth:`bind`."""
+        if loader.batch_size is None:
+            raise ValueError("bind_loader needs a DataLoader with batch_size set; for batched mode "
+                             "use MixLoader or stream.bind(batch_size, num_workers)")
+        self.bind(loader.batch_size, loader.num_workers, loader.prefetch_factor, batched=False)
+
+    def _check_batchable(self) -> None:
+        for dom in self._domains[1:]:
+            mine = {c: dom.schema.get(c) for c in self.schema}
+            if mine != self.schema:
+                raise ValueError(f"batched mode needs the same columns in every domain; domain "
+                                 f"{dom.name!r} has {_fmt(dom.schema)} but {self.domains[0]!r} has "
+                                 f"{_fmt(self.schema)}: select common columns with "
+                                 f"MixStream(columns=[...]) or use per-sample mode")
+
+    def _check_readers(self) -> None:
+        slots = self.world_size * max(1, self.num_workers or 0)
+        for dom in self._domains:
+            if dom.num_samples < slots:
+                raise ValueError(f"domain {dom.name!r} has {dom.num_samples} samples, fewer than "
+                                 f"the {slots} readers (world_size x num_workers); every reader "
+                                 f"needs at least one")
+
+    def _num_slots(self) -> int:
+        return max(1, self.num_workers or 0)
+
+    def _new_tracker(self, mix: MixCheckpoint, batch: int,
+                     slots: np.ndarray | None) -> PositionTracker:
+        assert self.batch_size is not None
+        pending = [(e.from_sample, e.weights) for e in self._log.entries
+                   if e.from_sample > mix.chunk_start]
+        if slots is not None and slots.shape[0] != self._num_slots():
+            slots = None if batch == 0 else slots
+        return PositionTracker(seed=self.seed, block=self.mix_block, batch_size=self.batch_size,
+                               world_size=self.world_size, rank=self.rank,
+                               num_slots=self._num_slots(), checkpoint=mix, pending=pending,
+                               batch=batch, slot_counts=slots)
+
+    def _begin_iteration(self) -> None:
+        """Publish where the next iteration starts (before DataLoader workers (re)start)."""
+        if self._tracker is None:
+            return
+        self._tracker.advance_to(self._consumed)
+        mix = self._tracker.cursor.checkpoint()
+        read_from = self._channel.published
+        for e in self._log.entries:
+            if e.from_sample > mix.chunk_start:
+                self._channel.publish(e.from_sample, e.weights)
+        self._channel.write_start(self._consumed, mix, self._tracker.slot_counts, read_from)
+
+    def _delivered(self) -> None:
+        self._consumed += 1
+
+    # -- weights ----------------------------------------------------------------------------
+    def set_weights(self, weights: WeightsLike, *, from_batch: int | None = None) -> int:
+        """Change the mixture; returns the global sample index from which it applies.
+
+        By default it applies from this rank's batch ``consumed_batches + prefetch_depth``: the
+        first batch the DataLoader cannot have requested yet, so the change lands at the same
+        sample in every run, whatever the timing of the workers. Under torch.distributed every
+        rank must make the same call at the same step (controllers all-reduce for this).
+        """
+        w = normalize_weights(weights, self.domains)
+        if self.batch_size is None:
+            raise ValueError("set_weights needs the batch size: use MixLoader, or pass "
+                             "batch_size= to MixStream / call stream.bind(...) first")
+        horizon = self._consumed + self.prefetch_depth
+        if from_batch is None:
+            from_batch = horizon
+        elif from_batch < horizon:
+            raise ValueError(f"from_batch={from_batch} may already be prefetched (consumed "
+                             f"{self._consumed} + prefetch depth {self.prefetch_depth}); use "
+                             f"from_batch >= {horizon}")
+        from_sample = from_batch * self.world_size * self.batch_size
+        if from_sample < self._log.latest.from_sample:
+            raise ValueError(f"from_batch={from_batch} is before the last weight change "
+                             f"(sample {self._log.latest.from_sample})")
+        self._log.append(from_sample, w)
+        self._channel.publish(from_sample, w)
+        if self._tracker is not None:
+            self._tracker.add_entry(from_sample, w)
+        return from_sample
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Small and exact: seed, weight log, position, per-reader counts, attached states."""
+        if self._tracker is None:
+            raise RuntimeError("state_dict() needs the loader topology: use MixLoader, or call "
+                               "stream.bind(batch_size, num_workers) / stream.bind_loader(loader)")
+        self._tracker.advance_to(self._consumed)
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "domains": [[d.name, d.num_samples] for d in self._domains],
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "mix_block": self.mix_block,
+            "windows": list(self.windows),
+            "shuffle": self.shuffle,
+            "consumed_batches": self._consumed,
+            "weight_log": self._log.to_json(),
+            "mix": self._tracker.cursor.checkpoint().to_json(),
+            "slot_counts": self._tracker.slot_counts.tolist(),
+            "attached": [obj.state_dict() for obj in self._attached],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported MixStream state version {state.get('version')!r}")
+        mine = [[d.name, d.num_samples] for d in self._domains]
+        if [list(x) for x in state["domains"]] != mine:
+            raise ValueError(f"checkpoint domains {state['domains']} do not match this stream's "
+                             f"{mine} (names and sample counts must be equal)")
+        expect = {"seed": self.seed, "world_size": self.world_size, "rank": self.rank,
+                  "mix_block": self.mix_block, "windows": list(self.windows),
+                  "shuffle": self.shuffle}
+        for key, value in expect.items():
+            if state[key] != value:
+                raise ValueError(f"checkpoint has {key}={state[key]!r} but this stream has "
+                                 f"{value!r}; create the stream with the same settings")
+        if self.batch_size is not None and state["batch_size"] != self.batch_size:
+            raise ValueError(f"checkpoint batch_size={state['batch_size']} differs from "
+                             f"{self.batch_size}")
+        if self.num_workers is not None and state["num_workers"] != self.num_workers:
+            raise ValueError(f"checkpoint was taken with num_workers={state['num_workers']}, this "
+                             f"loader has {self.num_workers}; resume with the same num_workers")
+        self.batch_size = int(state["batch_size"])
+        self.num_workers = int(state["num_workers"])
+        if self.prefetch_depth == 0 and self.num_workers:
+            self.prefetch_depth = self.num_workers * 2
+        self._log = WeightLog.from_json(state["weight_log"])
+        self._consumed = int(state["consumed_batches"])
+        self._start_mix = MixCheckpoint.from_json(state["mix"])
+        self._start_slots = np.asarray(state["slot_counts"], dtype=np.int64)
+        self._tracker = self._new_tracker(self._start_mix, self._consumed, self._start_slots)
+        attached = state.get("attached", [])
+        if len(attached) != len(self._attached):
+            raise ValueError(f"checkpoint has {len(attached)} attached states, this stream has "
+                             f"{len(self._attached)} attached objects; attach the same controllers "
+                             f"before loading")
+        for obj, sub in zip(self._attached, attached):
+            obj.load_state_dict(sub)
+        self._begin_iteration()
+
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """Per domain: global samples consumed and this rank's reader epochs (min..max)."""
+        if self._tracker is None:
+            return {}
+        self._tracker.advance_to(self._consumed)
+        realised = self._tracker.realised_counts()
+        out = {}
+        for i, dom in enumerate(self._domains):
+            sizes = [_range_size(dom.num_samples, self.rank * self._num_slots() + s,
+                                 self.world_size * self._num_slots())
+                     for s in range(self._num_slots())]
+            epochs = [int(c // n) for c, n in zip(self._tracker.slot_counts[:, i], sizes)]
+            out[dom.name] = {"samples": int(realised[i]), "epochs": [min(epochs), max(epochs)]}
+        return out
+
+    # -- iteration (runs in each DataLoader worker, or in the main process) ------------------
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        if info is None:
+            if self.batch_size is None:
+                raise ValueError("MixStream needs a batch size: use MixLoader, pass batch_size=, "
+                                 "or call stream.bind_loader(loader)")
+            if self._tracker is None:
+                self.bind(self.batch_size, 0, batched=self.batched)
+            self._begin_iteration()
+            worker, num = 0, 1
+        else:
+            worker, num = info.id, info.num_workers
+            if self.num_workers not in (None, num):
+                raise RuntimeError(f"MixStream was bound to num_workers={self.num_workers} but runs "
+                                   f"in a DataLoader with {num}; use MixLoader or bind_loader")
+        if self.batch_size is None:
+            raise RuntimeError("MixStream has no batch size in this worker: pass batch_size= to "
+                               "MixStream, or use MixLoader / stream.bind_loader(loader) before "
+                               "creating the iterator")
+        return self._generate(worker, num)
+
+    def _generate(self, worker: int, num: int) -> Iterator[dict]:
+        assert self.batch_size is not None
+        bsz, world, rank = self.batch_size, self.world_size, self.rank
+        start, mix, slot_counts, read_from = self._channel.read_start(num)
+        slot = (start + worker) % num
+        cursor = MixCursor(self.seed, self.mix_block, mix, frontier=start * world * bsz)
+        counts = slot_counts[slot].copy()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="mixstream") if self.prefetch else None
+        readers: dict[int, DomainReader] = {}
+        next_entry = read_from
+        t = start + worker
+        try:
+            while True:
+                entries, next_entry = self._channel.read(next_entry)
+                for f, w in entries:
+                    cursor.add_entry(f, w)
+                a = (t * world + rank) * bsz
+                dom = cursor.domains(a, a + bsz)
+                try:
+                    pieces = self._pieces(dom, counts, readers, rank * num + slot, world * num,
+                                          executor)
+                except DomainExhausted:
+                    return
+                batch = assemble(self.schema, bsz, pieces, dom, np.arange(a, a + bsz))
+                for i, reader in readers.items():
+                    if cursor.weights[i] == 0:
+                        reader.release()
+                if self.batched:
+                    yield batch
+                else:
+                    yield from split_samples(batch, bsz)
+                t += num
+        finally:
+            for reader in readers.values():
+                reader.release()
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+
+    def _pieces(self, dom: np.ndarray, counts: np.ndarray, readers: dict[int, DomainReader],
+                slot: int, num_slots: int, executor: ThreadPoolExecutor | None) -> Pieces:
+        per = np.bincount(dom, minlength=len(self._domains))
+        present = np.flatnonzero(per)
+        order = np.argsort(dom, kind="stable")
+        pieces: Pieces = []
+        start = 0
+        for i in present.tolist():
+            n = int(per[i])
+            reader = readers.get(i)
+            if reader is None:
+                reader = DomainReader(self._domains[i], i, seed=self.seed, slot=slot,
+                                      num_slots=num_slots, window=self.windows[i],
+                                      shuffle=self.shuffle,
+                                      epochs=1 if self.on_exhausted == "stop" else None,
+                                      executor=executor)
+                readers[i] = reader
+            pieces.append((order[start : start + n], reader.take(int(counts[i]), n)))
+            counts[i] += n
+            start += n
+        return pieces
+
+    def __repr__(self) -> str:
+        w = ", ".join(f"{k}: {v:.3g}" for k, v in self.weights.items())
+        return f"MixStream({len(self.domains)} domains, weights {{{w}}}, seed={self.seed})"
+
+
+def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None or world_size is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            rank = dist.get_rank() if rank is None else rank
+            world_size = dist.get_world_size() if world_size is None else world_size
+        rank = 0 if rank is None else rank
+        world_size = 1 if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"invalid rank {rank} for world_size {world_size}")
+    return int(rank), int(world_size)
+
+
+def _range_size(n: int, slot: int, num_slots: int) -> int:
+    return n * (slot + 1) // num_slots - n * slot // num_slots
+
+
+def _bytes_per_sample(dom: Domain) -> float:
+    stats = dom.stats()
+    if stats.get("bytes"):
+        return max(1.0, stats["bytes"] / dom.num_samples)  # type: ignore[operator]
+    total = 0.0
+    for spec in dom.schema.values():
+        item = np.dtype(spec.dtype).itemsize if spec.kind != "object" else 64
+        total += item * (spec.width or (1 if spec.kind == "scalar" else 256))
+    return max(1.0, total)
+
+
+def _fmt(schema: Schema) -> str:
+    return json.dumps({k: v.describe() for k, v in schema.items()})
+
