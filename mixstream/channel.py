@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .plan.claims import ClaimBook
 from .plan.mixture import MixCheckpoint
 
 
@@ -23,15 +24,22 @@ class WeightChannelOverflow(RuntimeError):
 
 
 class WeightChannel:
-    def __init__(self, num_domains: int, capacity: int, max_slots: int):
+    def __init__(self, num_domains: int, capacity: int):
         d = num_domains
         self.num_domains = d
         self.capacity = capacity
-        self.max_slots = max_slots
+        self.num_slots = 0
         self._ring = torch.zeros((capacity, d + 1), dtype=torch.float64).share_memory_()
         self._head = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._ck_int = torch.zeros(4 + d + max_slots * d, dtype=torch.int64).share_memory_()
+        self._ck_int = torch.zeros(0, dtype=torch.int64)
         self._ck_float = torch.zeros(3 * d, dtype=torch.float64).share_memory_()
+
+    def allocate_start(self, num_slots: int) -> None:
+        """Size the start checkpoint for ``num_slots`` readers (before workers start)."""
+        if num_slots != self.num_slots:
+            size = 4 + self.num_domains * (2 + 2 * num_slots)
+            self._ck_int = torch.zeros(size, dtype=torch.int64).share_memory_()
+            self.num_slots = num_slots
 
     # numpy views are made on demand: they must not be pickled into workers
     def _np(self, t: torch.Tensor) -> np.ndarray:
@@ -69,30 +77,26 @@ class WeightChannel:
         return out, end
 
     # -- start checkpoint -------------------------------------------------------------------
-    def write_start(self, start_batch: int, mix: MixCheckpoint, slot_counts: np.ndarray,
+    def write_start(self, start_batch: int, mix: MixCheckpoint, claims: ClaimBook,
                     read_from: int) -> None:
-        d = self.num_domains
-        n = len(slot_counts)
-        if n > self.max_slots:
-            raise ValueError(f"{n} workers exceed the {self.max_slots} the stream was created for; "
-                             f"pass max_workers={n} to MixStream")
+        d, s = self.num_domains, self.num_slots
+        if claims.held.shape != (s, d):
+            raise ValueError(f"start checkpoint for {claims.held.shape[0]} readers, channel has {s}")
         ints = self._np(self._ck_int)
-        ints[0] = start_batch
-        ints[1] = mix.chunk_start
-        ints[2] = mix.entry_from
-        ints[3] = read_from
-        ints[4 : 4 + d] = mix.counts
-        ints[4 + d : 4 + d + n * d] = np.asarray(slot_counts, dtype=np.int64).ravel()
+        ints[:4] = (start_batch, mix.chunk_start, mix.entry_from, read_from)
+        parts = (mix.counts, claims.claimed, claims.held.ravel(), claims.offset.ravel())
+        ints[4:] = np.concatenate(parts)
         floats = self._np(self._ck_float)
-        floats[:d] = mix.entry_weights
-        floats[d : 2 * d] = mix.entry_targets
-        floats[2 * d :] = mix.entry_base
+        floats[:] = np.concatenate((mix.entry_weights, mix.entry_targets, mix.entry_base))
 
-    def read_start(self, num_slots: int) -> tuple[int, MixCheckpoint, np.ndarray, int]:
-        d = self.num_domains
+    def read_start(self) -> tuple[int, MixCheckpoint, np.ndarray, np.ndarray, np.ndarray, int]:
+        """(start batch, mixture checkpoint, claimed, held, offset, first weight entry to read)."""
+        d, s = self.num_domains, self.num_slots
         ints = self._np(self._ck_int).copy()
         floats = self._np(self._ck_float).copy()
         mix = MixCheckpoint(int(ints[1]), ints[4 : 4 + d], int(ints[2]), floats[:d],
                             floats[d : 2 * d], floats[2 * d :])
-        slots = ints[4 + d : 4 + d + num_slots * d].reshape(num_slots, d)
-        return int(ints[0]), mix, slots, int(ints[3])
+        claimed = ints[4 + d : 4 + 2 * d]
+        held = ints[4 + 2 * d : 4 + 2 * d + s * d].reshape(s, d)
+        offset = ints[4 + 2 * d + s * d :].reshape(s, d)
+        return int(ints[0]), mix, claimed, held, offset, int(ints[3])

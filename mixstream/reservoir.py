@@ -1,10 +1,10 @@
-"""Per-domain reservoirs: one reader's shuffled window over its part of a domain.
+"""Per-domain reservoirs: the shuffled windows one reader holds for one domain.
 
-A :class:`DomainReader` serves positions ``p = 0, 1, 2 ...`` of one reader's stream of one
-domain (see :mod:`mixstream.plan.order`). It holds the decoded window that contains the current
-position and, in the background, decodes the next one; memory is two windows. A domain whose
-weight is zero releases its windows (:meth:`DomainReader.release`) and reloads them from the
-same position when it is switched on again.
+A :class:`DomainReader` decodes the windows its reader slot claimed (see
+:mod:`mixstream.plan.claims`), keeps the current one, and decodes the window it expects to claim
+next in a background thread. Memory is about two windows per active domain. A domain whose
+weight is zero releases its windows (:meth:`DomainReader.release`); the claim book keeps the
+position, so they are decoded again if the domain comes back.
 """
 
 from __future__ import annotations
@@ -14,58 +14,49 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .plan.order import block_order, locate, slot_range, window_permutation, window_spans
+from .plan.claims import ClaimBook, Piece
+from .plan.order import block_order, epoch_spans, window_permutation
 from .sources.base import Block, concat_blocks, slice_block
 from .sources.resolve import Domain
 
 
 class DomainExhausted(Exception):
-    """Raised in ``stop`` mode when a reader reaches the end of its first epoch."""
+    """Raised in ``stop`` mode when a domain's first epoch has been handed out."""
 
 
 @dataclass
 class Window:
-    epoch: int
     index: int
     data: Block
     perm: np.ndarray  # shuffled row order
 
 
 class DomainReader:
-    def __init__(self, domain: Domain, domain_id: int, *, seed: int, slot: int, num_slots: int,
-                 window: int, shuffle: bool, epochs: int | None, executor: Executor | None):
+    def __init__(self, domain: Domain, domain_id: int, *, seed: int, book: ClaimBook,
+                 shuffle: bool, epochs: int | None, executor: Executor | None, stride: int):
         self.domain = domain
         self.domain_id = domain_id
         self.seed = seed
         self.shuffle = shuffle
         self.epochs = epochs
-        self.lo, self.hi = slot_range(domain.num_samples, slot, num_slots)
-        self.size = self.hi - self.lo
-        self.window = max(1, int(window))
+        self.book = book  # window geometry (sizes, bounds) of this domain
         self.executor = executor
+        self.stride = stride  # windows between this slot's successive claims, roughly
         self._current: Window | None = None
-        self._pending: dict[tuple[int, int], Future] = {}
+        self._pending: dict[int, Future] = {}
         self._orders: dict[int, np.ndarray] = {}
         self._last_block: tuple[int, Block] | None = None
 
-    # -- planning ---------------------------------------------------------------------------
     def _order(self, epoch: int) -> np.ndarray:
         order = self._orders.get(epoch)
         if order is None:
             order = block_order(len(self.domain.block_sizes), self.seed, self.domain_id, epoch,
                                 self.shuffle)
-            self._orders = {epoch: order}
+            if len(self._orders) > 2:
+                self._orders.pop(min(self._orders))
+            self._orders[epoch] = order
         return order
 
-    def _bounds(self, index: int) -> tuple[int, int]:
-        start = self.lo + index * self.window
-        return start, min(self.hi, start + self.window)
-
-    def _next_key(self, epoch: int, index: int) -> tuple[int, int]:
-        start, stop = self._bounds(index)
-        return (epoch, index + 1) if stop < self.hi else (epoch + 1, 0)
-
-    # -- loading ----------------------------------------------------------------------------
     def _read(self, block: int) -> Block:
         if self._last_block is not None and self._last_block[0] == block:
             return self._last_block[1]
@@ -73,50 +64,44 @@ class DomainReader:
         self._last_block = (block, data)
         return data
 
-    def _load(self, epoch: int, index: int) -> Window:
-        start, stop = self._bounds(index)
-        spans = window_spans(self.domain.block_sizes, self._order(epoch), start, stop)
-        parts = [slice_block(self._read(s.block), s.start, s.stop) for s in spans]
-        data = concat_blocks(parts)
-        perm = window_permutation(stop - start, self.seed, self.domain_id, epoch, start,
-                                  self.shuffle)
-        return Window(epoch, index, data, perm)
+    def _load(self, index: int) -> Window:
+        epoch, start, stop = self.book.bounds(self.domain_id, index)
+        parts = [slice_block(self._read(s.block), s.start, s.stop)
+                 for s in epoch_spans(self.domain.block_sizes, self._order(epoch), start, stop)]
+        perm = window_permutation(stop - start, self.seed, self.domain_id, index, self.shuffle)
+        return Window(index, concat_blocks(parts), perm)
 
-    def _get(self, epoch: int, index: int) -> Window:
+    def _exhausted(self, index: int) -> bool:
+        return self.epochs is not None and index >= self.epochs * int(self.book.per_epoch[self.domain_id])
+
+    def _get(self, index: int) -> Window:
         cur = self._current
-        if cur is not None and cur.epoch == epoch and cur.index == index:
+        if cur is not None and cur.index == index:
             return cur
-        fut = self._pending.pop((epoch, index), None)
+        fut = self._pending.pop(index, None)
+        for f in self._pending.values():
+            f.cancel()
         self._pending.clear()
-        win = fut.result() if fut is not None else self._load(epoch, index)
+        win = fut.result() if fut is not None else self._load(index)
         self._current = win
-        nxt = self._next_key(epoch, index)
-        if self.executor is not None and (self.epochs is None or nxt[0] < self.epochs):
-            self._pending[nxt] = self.executor.submit(self._load, *nxt)
+        guess = index + self.stride
+        if self.executor is not None and not self._exhausted(guess):
+            self._pending[guess] = self.executor.submit(self._load, guess)
         return win
 
     def release(self) -> None:
-        """Drop the decoded windows (the domain is switched off); positions are kept by the caller."""
         self._current = None
         for f in self._pending.values():
             f.cancel()
         self._pending.clear()
         self._last_block = None
 
-    # -- serving ----------------------------------------------------------------------------
-    def take(self, p: int, n: int) -> list[tuple[Block, np.ndarray]]:
-        """Positions ``[p, p + n)`` as (window data, row indices) pieces, in order."""
-        out: list[tuple[Block, np.ndarray]] = []
-        while n > 0:
-            pos = locate(p, self.size, self.window)
-            if self.epochs is not None and pos.epoch >= self.epochs:
+    def take(self, pieces: list[Piece]) -> list[tuple[Block, np.ndarray]]:
+        """(window data, row indices) for claimed window pieces, in order."""
+        out = []
+        for index, off, k in pieces:
+            if self._exhausted(index):
                 raise DomainExhausted(self.domain.name)
-            win = self._get(pos.epoch, pos.window)
-            k = min(n, len(win.perm) - pos.offset)
-            out.append((win.data, win.perm[pos.offset : pos.offset + k]))
-            p += k
-            n -= k
+            win = self._get(index)
+            out.append((win.data, win.perm[off : off + k]))
         return out
-
-    def epoch_of(self, p: int) -> int:
-        return p // self.size

@@ -25,12 +25,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .batching import Pieces, assemble, split_samples
 from .channel import WeightChannel
-from .plan.mixture import MixCheckpoint, MixCursor
+from .plan.claims import ClaimBook
+from .plan.mixture import MixCheckpoint
 from .plan.weights import WeightLog, WeightsLike, normalize_weights
 from .reservoir import DomainExhausted, DomainReader
 from .sources.base import Schema
 from .sources.resolve import Domain
 from .tracker import PositionTracker
+from .walker import Topology, Walker
 
 STATE_VERSION = 1
 ON_EXHAUSTED = ("restart", "stop")
@@ -57,7 +59,6 @@ class MixStream(IterableDataset):
         columns: keep only these columns (all domains must have them).
         rank, world_size: defaults from ``torch.distributed`` when initialised, else 0 and 1.
         prefetch: decode the next window of each active domain in a background thread.
-        max_workers: most DataLoader workers per rank this stream can serve.
         max_pending_weight_changes: capacity of the shared weight-change ring.
     """
 
@@ -77,7 +78,6 @@ class MixStream(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         prefetch: bool = True,
-        max_workers: int = 64,
         max_pending_weight_changes: int | None = None,
     ):
         super().__init__()
@@ -103,7 +103,7 @@ class MixStream(IterableDataset):
         self.windows = self._windows(shuffle_window, memory_budget)
         self.rank, self.world_size = _topology(rank, world_size)
         capacity = max_pending_weight_changes or int(min(4096, max(64, 1_000_000 // (d + 1))))
-        self._channel = WeightChannel(d, capacity, max_workers)
+        self._channel = WeightChannel(d, capacity)
         self._log = WeightLog(w0)
         self.batch_size: int | None = batch_size
         self.num_workers: int | None = None
@@ -112,9 +112,7 @@ class MixStream(IterableDataset):
         self._consumed = 0
         self._tracker: PositionTracker | None = None
         self._attached: list[Any] = []
-        self._start_mix = MixCheckpoint.initial(w0)
-        self._start_slots: np.ndarray | None = None
-        self._channel.write_start(0, self._start_mix, np.zeros((0, d), np.int64), 0)
+        self._resume: dict[str, Any] | None = None  # a loaded checkpoint awaiting bind()
 
     # -- construction helpers ---------------------------------------------------------------
     def _select_columns(self, columns: list[str] | None) -> Schema:
@@ -129,12 +127,12 @@ class MixStream(IterableDataset):
         return {c: first.schema[c] for c in columns}
 
     def _windows(self, shuffle_window: int, memory_budget: int | None) -> list[int]:
-        if memory_budget is None:
-            return [int(shuffle_window)] * len(self._domains)
         out = []
         for dom in self._domains:
-            per_sample = _bytes_per_sample(dom)
-            out.append(max(1, int(memory_budget // (2 * len(self._domains) * per_sample))))
+            w = shuffle_window
+            if memory_budget is not None:
+                w = int(memory_budget // (2 * len(self._domains) * _bytes_per_sample(dom)))
+            out.append(max(1, min(int(w), dom.num_samples)))  # a window never repeats a sample
         return out
 
     # -- public state -----------------------------------------------------------------------
@@ -180,28 +178,34 @@ class MixStream(IterableDataset):
     # -- binding to a loader ----------------------------------------------------------------
     def bind(self, batch_size: int, num_workers: int = 0, prefetch_factor: int | None = None,
              batched: bool = True) -> None:
-        """Tell the stream how it is loaded (MixLoader calls this; so can plain-DataLoader users)."""
+        """Tell the stream how it is loaded (MixLoader calls this; so can plain-DataLoader users).
+
+        Must happen before DataLoader workers start; the topology cannot change mid-run.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
-        new = (batch_size, num_workers)
-        if self._tracker is not None and (self.batch_size, self.num_workers) != new:
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if self._tracker is not None and (self.batch_size, self.num_workers) != (batch_size, num_workers):
             if self._consumed > 0:
                 raise ValueError(f"this stream was loaded with batch_size={self.batch_size}, "
                                  f"num_workers={self.num_workers}; it cannot change to "
                                  f"{batch_size}, {num_workers} mid-run")
             self._tracker = None
-        if num_workers + 0 > self._channel.max_slots:
-            raise ValueError(f"num_workers={num_workers} exceeds max_workers="
-                             f"{self._channel.max_slots} given to MixStream")
+        if self._resume is not None:
+            for key, value in (("batch_size", batch_size), ("num_workers", num_workers)):
+                if self._resume[key] != value:
+                    raise ValueError(f"the loaded checkpoint was taken with {key}="
+                                     f"{self._resume[key]}; this loader has {key}={value}: resume "
+                                     f"with the same batch size and number of workers")
         if batched:
             self._check_batchable()
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.prefetch_depth = depth
+        self.prefetch_depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
         self.batched = batched
-        self._check_readers()
         if self._tracker is None:
-            self._tracker = self._new_tracker(self._start_mix, 0, self._start_slots)
+            self._channel.allocate_start(self._topology().num_slots)
+            self._tracker = self._new_tracker()
         self._begin_iteration()
 
     def bind_loader(self, loader: torch.utils.data.DataLoader) -> None:
@@ -220,40 +224,38 @@ class MixStream(IterableDataset):
                                  f"{_fmt(self.schema)}: select common columns with "
                                  f"MixStream(columns=[...]) or use per-sample mode")
 
-    def _check_readers(self) -> None:
-        slots = self.world_size * max(1, self.num_workers or 0)
-        for dom in self._domains:
-            if dom.num_samples < slots:
-                raise ValueError(f"domain {dom.name!r} has {dom.num_samples} samples, fewer than "
-                                 f"the {slots} readers (world_size x num_workers); every reader "
-                                 f"needs at least one")
-
-    def _num_slots(self) -> int:
-        return max(1, self.num_workers or 0)
-
-    def _new_tracker(self, mix: MixCheckpoint, batch: int,
-                     slots: np.ndarray | None) -> PositionTracker:
+    def _topology(self) -> Topology:
         assert self.batch_size is not None
+        return Topology(self.batch_size, self.world_size, self.num_workers or 0)
+
+    def _new_tracker(self) -> PositionTracker:
+        topo = self._topology()
+        r = self._resume or {}
+        mix = r.get("mix") or MixCheckpoint.initial(self._log.entries[0].weights)
         pending = [(e.from_sample, e.weights) for e in self._log.entries
                    if e.from_sample > mix.chunk_start]
-        if slots is not None and slots.shape[0] != self._num_slots():
-            slots = None if batch == 0 else slots
-        return PositionTracker(seed=self.seed, block=self.mix_block, batch_size=self.batch_size,
-                               world_size=self.world_size, rank=self.rank,
-                               num_slots=self._num_slots(), checkpoint=mix, pending=pending,
-                               batch=batch, slot_counts=slots)
+        self._resume = None
+        claims = self._claim_book(topo.num_slots, r.get("claimed"), r.get("held"), r.get("offset"))
+        return PositionTracker(seed=self.seed, block=self.mix_block, topology=topo, claims=claims,
+                               mix=mix, pending=pending, batch=self._consumed)
+
+    def _claim_book(self, num_slots: int, claimed: Any = None, held: Any = None,
+                    offset: Any = None) -> ClaimBook:
+        sizes = np.asarray([d.num_samples for d in self._domains])
+        return ClaimBook(np.asarray(self.windows), sizes, num_slots, claimed, held, offset)
 
     def _begin_iteration(self) -> None:
         """Publish where the next iteration starts (before DataLoader workers (re)start)."""
         if self._tracker is None:
             return
         self._tracker.advance_to(self._consumed)
-        mix = self._tracker.cursor.checkpoint()
+        walker = self._tracker.walker
+        mix = walker.cursor.checkpoint()
         read_from = self._channel.published
         for e in self._log.entries:
             if e.from_sample > mix.chunk_start:
                 self._channel.publish(e.from_sample, e.weights)
-        self._channel.write_start(self._consumed, mix, self._tracker.slot_counts, read_from)
+        self._channel.write_start(self._consumed, mix, walker.claims, read_from)
 
     def _delivered(self) -> None:
         self._consumed += 1
@@ -308,8 +310,10 @@ class MixStream(IterableDataset):
             "shuffle": self.shuffle,
             "consumed_batches": self._consumed,
             "weight_log": self._log.to_json(),
-            "mix": self._tracker.cursor.checkpoint().to_json(),
-            "slot_counts": self._tracker.slot_counts.tolist(),
+            "mix": self._tracker.walker.cursor.checkpoint().to_json(),
+            "claimed": self._tracker.walker.claims.claimed.tolist(),
+            "held": self._tracker.walker.claims.held.tolist(),
+            "offset": self._tracker.walker.claims.offset.tolist(),
             "attached": [obj.state_dict() for obj in self._attached],
         }
 
@@ -327,21 +331,23 @@ class MixStream(IterableDataset):
             if state[key] != value:
                 raise ValueError(f"checkpoint has {key}={state[key]!r} but this stream has "
                                  f"{value!r}; create the stream with the same settings")
-        if self.batch_size is not None and state["batch_size"] != self.batch_size:
-            raise ValueError(f"checkpoint batch_size={state['batch_size']} differs from "
-                             f"{self.batch_size}")
-        if self.num_workers is not None and state["num_workers"] != self.num_workers:
-            raise ValueError(f"checkpoint was taken with num_workers={state['num_workers']}, this "
-                             f"loader has {self.num_workers}; resume with the same num_workers")
-        self.batch_size = int(state["batch_size"])
-        self.num_workers = int(state["num_workers"])
-        if self.prefetch_depth == 0 and self.num_workers:
-            self.prefetch_depth = self.num_workers * 2
+        for key in ("batch_size", "num_workers"):
+            mine_v = getattr(self, key)
+            if self._tracker is not None and state[key] != mine_v:
+                raise ValueError(f"checkpoint was taken with {key}={state[key]}, this loader has "
+                                 f"{mine_v}; resume with the same batch size and number of workers")
         self._log = WeightLog.from_json(state["weight_log"])
         self._consumed = int(state["consumed_batches"])
-        self._start_mix = MixCheckpoint.from_json(state["mix"])
-        self._start_slots = np.asarray(state["slot_counts"], dtype=np.int64)
-        self._tracker = self._new_tracker(self._start_mix, self._consumed, self._start_slots)
+        self._resume = {
+            "batch_size": int(state["batch_size"]),
+            "num_workers": int(state["num_workers"]),
+            "mix": MixCheckpoint.from_json(state["mix"]),
+            "claimed": np.asarray(state["claimed"], dtype=np.int64),
+            "held": np.asarray(state["held"], dtype=np.int64),
+            "offset": np.asarray(state["offset"], dtype=np.int64),
+        }
+        if self._tracker is not None:
+            self._tracker = self._new_tracker()
         attached = state.get("attached", [])
         if len(attached) != len(self._attached):
             raise ValueError(f"checkpoint has {len(attached)} attached states, this stream has "
@@ -349,71 +355,74 @@ class MixStream(IterableDataset):
                              f"before loading")
         for obj, sub in zip(self._attached, attached):
             obj.load_state_dict(sub)
-        self._begin_iteration()
+        if self._tracker is not None:
+            self._begin_iteration()
 
     def progress(self) -> dict[str, dict[str, Any]]:
-        """Per domain: global samples consumed and this rank's reader epochs (min..max)."""
+        """Per domain: global samples consumed and epochs of the domain handed out so far."""
         if self._tracker is None:
             return {}
         self._tracker.advance_to(self._consumed)
         realised = self._tracker.realised_counts()
+        claims = self._tracker.walker.claims
         out = {}
         for i, dom in enumerate(self._domains):
-            sizes = [_range_size(dom.num_samples, self.rank * self._num_slots() + s,
-                                 self.world_size * self._num_slots())
-                     for s in range(self._num_slots())]
-            epochs = [int(c // n) for c, n in zip(self._tracker.slot_counts[:, i], sizes)]
-            out[dom.name] = {"samples": int(realised[i]), "epochs": [min(epochs), max(epochs)]}
+            claimed = int(claims.claimed[i])
+            out[dom.name] = {"samples": int(realised[i]),
+                             "epochs": int(realised[i]) / dom.num_samples,
+                             "epoch": max(0, claimed - 1) // int(claims.per_epoch[i]),
+                             "windows_claimed": claimed}
         return out
 
     # -- iteration (runs in each DataLoader worker, or in the main process) ------------------
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         if info is None:
-            if self.batch_size is None:
-                raise ValueError("MixStream needs a batch size: use MixLoader, pass batch_size=, "
-                                 "or call stream.bind_loader(loader)")
             if self._tracker is None:
+                if self.batch_size is None:
+                    raise ValueError("MixStream needs a batch size: use MixLoader, pass "
+                                     "batch_size=, or call stream.bind_loader(loader)")
                 self.bind(self.batch_size, 0, batched=self.batched)
-            self._begin_iteration()
+            else:
+                self._begin_iteration()
             worker, num = 0, 1
         else:
             worker, num = info.id, info.num_workers
-            if self.num_workers not in (None, num):
-                raise RuntimeError(f"MixStream was bound to num_workers={self.num_workers} but runs "
-                                   f"in a DataLoader with {num}; use MixLoader or bind_loader")
-        if self.batch_size is None:
-            raise RuntimeError("MixStream has no batch size in this worker: pass batch_size= to "
-                               "MixStream, or use MixLoader / stream.bind_loader(loader) before "
-                               "creating the iterator")
+            if self.num_workers != num:
+                raise RuntimeError(f"MixStream is bound to num_workers={self.num_workers} but runs in "
+                                   f"a DataLoader with {num} workers; use MixLoader, or call "
+                                   f"stream.bind_loader(loader) before iterating")
+        if num != max(1, self.num_workers or 0):
+            raise RuntimeError(f"MixStream bound to num_workers={self.num_workers} iterated in the "
+                               f"main process; use a DataLoader with num_workers={self.num_workers}")
         return self._generate(worker, num)
 
     def _generate(self, worker: int, num: int) -> Iterator[dict]:
         assert self.batch_size is not None
-        bsz, world, rank = self.batch_size, self.world_size, self.rank
-        start, mix, slot_counts, read_from = self._channel.read_start(num)
-        slot = (start + worker) % num
-        cursor = MixCursor(self.seed, self.mix_block, mix, frontier=start * world * bsz)
-        counts = slot_counts[slot].copy()
+        topo = self._topology()
+        bsz = self.batch_size
+        start, mix, claimed, held, offset, next_entry = self._channel.read_start()
+        claims = self._claim_book(topo.num_slots, claimed, held, offset)
+        walker = Walker(seed=self.seed, block=self.mix_block, topology=topo, claims=claims,
+                        mix=mix, pending=[], next_batch=start * topo.world_size)
         executor = ThreadPoolExecutor(1, thread_name_prefix="mixstream") if self.prefetch else None
         readers: dict[int, DomainReader] = {}
-        next_entry = read_from
         t = start + worker
         try:
             while True:
                 entries, next_entry = self._channel.read(next_entry)
                 for f, w in entries:
-                    cursor.add_entry(f, w)
-                a = (t * world + rank) * bsz
-                dom = cursor.domains(a, a + bsz)
+                    walker.cursor.add_entry(f, w)
+                g = topo.global_batch(self.rank, t)
+                dom, served = walker.own(g)
                 try:
-                    pieces = self._pieces(dom, counts, readers, rank * num + slot, world * num,
-                                          executor)
+                    pieces = self._pieces(dom, served, readers, executor, claims)
                 except DomainExhausted:
                     return
+                a = g * bsz
                 batch = assemble(self.schema, bsz, pieces, dom, np.arange(a, a + bsz))
                 for i, reader in readers.items():
-                    if cursor.weights[i] == 0:
+                    if walker.cursor.weights[i] == 0:
                         reader.release()
                 if self.batched:
                     yield batch
@@ -426,25 +435,21 @@ class MixStream(IterableDataset):
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
 
-    def _pieces(self, dom: np.ndarray, counts: np.ndarray, readers: dict[int, DomainReader],
-                slot: int, num_slots: int, executor: ThreadPoolExecutor | None) -> Pieces:
-        per = np.bincount(dom, minlength=len(self._domains))
-        present = np.flatnonzero(per)
+    def _pieces(self, dom: np.ndarray, claims: list, readers: dict[int, DomainReader],
+                executor: ThreadPoolExecutor | None, book: ClaimBook) -> Pieces:
         order = np.argsort(dom, kind="stable")
         pieces: Pieces = []
         start = 0
-        for i in present.tolist():
-            n = int(per[i])
+        for i, parts in claims:
+            n = sum(k for _, _, k in parts)
             reader = readers.get(i)
             if reader is None:
-                reader = DomainReader(self._domains[i], i, seed=self.seed, slot=slot,
-                                      num_slots=num_slots, window=self.windows[i],
+                reader = DomainReader(self._domains[i], i, seed=self.seed, book=book,
                                       shuffle=self.shuffle,
                                       epochs=1 if self.on_exhausted == "stop" else None,
-                                      executor=executor)
+                                      executor=executor, stride=book.held.shape[0])
                 readers[i] = reader
-            pieces.append((order[start : start + n], reader.take(int(counts[i]), n)))
-            counts[i] += n
+            pieces.append((order[start : start + n], reader.take(parts)))
             start += n
         return pieces
 
@@ -464,10 +469,6 @@ def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"invalid rank {rank} for world_size {world_size}")
     return int(rank), int(world_size)
-
-
-def _range_size(n: int, slot: int, num_slots: int) -> int:
-    return n * (slot + 1) // num_slots - n * slot // num_slots
 
 
 def _bytes_per_sample(dom: Domain) -> float:

@@ -1,47 +1,37 @@
 """The trainer-side position tracker: where the stream stands after ``k`` delivered batches.
 
-It walks the mixture sequence over this rank's batches (cheap: domain ids only, no data) and
-keeps, per reader slot, how many samples of each domain that slot has served. That is the whole
-resume state besides the weight log, so checkpoints and iteration restarts never replay data.
+It walks the plan (domain ids and window claims only, no data) up to the trainer's position, so
+checkpoints and iteration restarts never replay data: the resume state is the weight log, the
+mixture cursor and the window claims (per domain, and per reader slot and domain).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .plan.mixture import MixCheckpoint, MixCursor
+from .plan.claims import ClaimBook
+from .plan.mixture import MixCheckpoint
+from .walker import Topology, Walker
 
 
 class PositionTracker:
-    def __init__(self, *, seed: int, block: int, batch_size: int, world_size: int, rank: int,
-                 num_slots: int, checkpoint: MixCheckpoint, pending: list[tuple[int, np.ndarray]],
-                 batch: int = 0, slot_counts: np.ndarray | None = None):
-        self.batch_size = batch_size
-        self.world_size = world_size
-        self.rank = rank
-        self.num_slots = num_slots
-        self.batch = batch
-        self.cursor = MixCursor(seed, block, checkpoint, pending,
-                                frontier=batch * world_size * batch_size)
-        d = len(checkpoint.counts)
-        self.slot_counts = (np.zeros((num_slots, d), np.int64) if slot_counts is None
-                            else np.asarray(slot_counts, np.int64).reshape(num_slots, d).copy())
-
-    def batch_range(self, t: int) -> tuple[int, int]:
-        """Global sample range of this rank's batch ``t``."""
-        start = (t * self.world_size + self.rank) * self.batch_size
-        return start, start + self.batch_size
+    def __init__(self, *, seed: int, block: int, topology: Topology, claims: ClaimBook,
+                 mix: MixCheckpoint, pending: list[tuple[int, np.ndarray]], batch: int = 0):
+        self.topo = topology
+        self.batch = batch  # this rank's batches consumed
+        self.walker = Walker(seed=seed, block=block, topology=topology, claims=claims, mix=mix,
+                             pending=pending, next_batch=batch * topology.world_size)
 
     def add_entry(self, from_sample: int, weights: np.ndarray) -> None:
-        self.cursor.add_entry(from_sample, weights)
+        self.walker.cursor.add_entry(from_sample, weights)
 
     def advance_to(self, batch: int) -> None:
-        d = self.slot_counts.shape[1]
-        for t in range(self.batch, batch):
-            dom = self.cursor.domains(*self.batch_range(t))
-            self.slot_counts[t % self.num_slots] += np.bincount(dom, minlength=d)
-        self.batch = max(self.batch, batch)
+        """Walk to the start of round ``batch`` (every rank has consumed ``batch`` batches)."""
+        if batch > self.batch:
+            self.walker.skip_to(batch * self.topo.world_size)
+            self.batch = batch
 
     def realised_counts(self) -> np.ndarray:
-        """Global per-domain sample counts before the current batch (all ranks)."""
-        return self.cursor.counts_at(self.batch * self.world_size * self.batch_size)
+        """Global per-domain sample counts before the current round (all ranks)."""
+        t = self.topo
+        return self.walker.cursor.counts_at(self.batch * t.world_size * t.batch_size)

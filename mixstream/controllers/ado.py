@@ -12,7 +12,7 @@ Per step (``itr`` = 0-based step):
 * from ``start_step`` on, once fitted: ``slope_k = max(alpha_k, 0.05)(L_k(n) - exp(e_k)) / n``,
   ``rho_k = slope_k mu_k credit(h_k)``, ``pi = clip_min_probability(rho / sum rho, 0.01)``,
   ``p = 0.9 p_avg + 0.1 pi``, ``p_avg <- (1 - 1/(itr+1)) p_avg + pi / (itr+1)``; ``p`` is the
-  sampling mixture. Before that the mixture is the prior ``mu`` (pushed at construction).
+  sampling mixture (the floor is exact, see :func:`.simplex.clip_min_probability`). Before that the mixture is the prior ``mu`` (pushed at construction).
 
 Choices and quirks: ``use_same_step_size=True`` (released default) makes ``n`` the *total*
 number of samples seen, the same for every domain. ``credit="h"`` uses ``h^s`` as in the
@@ -52,15 +52,41 @@ def ado_policy(params: np.ndarray, n_seen: np.ndarray, prior: np.ndarray, histor
     return clip_min_probability(pi, min_prob)
 
 
+def savgol(y: np.ndarray, window: int, order: int = 3) -> np.ndarray:
+    """Savitzky–Golay smoothing along axis 0 with edge fits, like scipy's ``mode="interp"``.
+
+    Pure numpy (scipy.signal takes a second to import): interior points are the value at the
+    window centre of a least-squares polynomial of ``order``; the first and last
+    ``window // 2`` points are evaluated from the polynomial fitted to the first/last window.
+    """
+    t, h = y.shape[0], window // 2
+    if window % 2 != 1 or window <= order or window > t:
+        raise ValueError(f"savgol needs an odd window in ({order}, {t}], got {window}")
+    x = np.arange(-h, h + 1, dtype=np.float64)
+    vander = np.vander(x, order + 1, increasing=True)          # [w, order+1]
+    proj = np.linalg.pinv(vander)                               # [order+1, w]
+    windows = np.lib.stride_tricks.sliding_window_view(y, window, axis=0)  # [t-w+1, ..., w]
+    out = np.empty_like(y, dtype=np.float64)
+    out[h:t - h] = windows @ proj[0]
+    for sl, pos in ((slice(0, window), np.arange(0, h) - h), (slice(t - window, t),
+                                                               np.arange(1, h + 1))):
+        coef = np.tensordot(proj, y[sl], axes=(1, 0))           # [order+1, ...]
+        basis = np.vander(pos.astype(np.float64), order + 1, increasing=True)
+        vals = np.tensordot(basis, coef, axes=(1, 0))
+        if sl.start == 0:
+            out[:h] = vals
+        else:
+            out[t - h:] = vals
+    return out
+
+
 def smooth(loss_tk: np.ndarray, window: int, order: int = 3) -> np.ndarray | None:
     """Savitzky–Golay along time (axis 0); window shrunk to the data (odd, > order)."""
-    from scipy.signal import savgol_filter
-
     t = loss_tk.shape[0]
     w = min(window, t if t % 2 == 1 else t - 1)
     if w <= order:
         return None
-    return savgol_filter(loss_tk, w, order, axis=0)
+    return savgol(loss_tk, w, order)
 
 
 class ADO(Controller):

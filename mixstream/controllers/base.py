@@ -136,6 +136,8 @@ class Controller:
         self.last_from_sample: int | None = None
         if attach:
             stream.attach(self)
+        if observer is not None:  # the plot starts from the first "initial" record of a log
+            observer.on_weights(0, 0, self.weights, kind="initial")
 
     # ----------------------------------------------------------------- outputs
     @property

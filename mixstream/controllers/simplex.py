@@ -42,16 +42,29 @@ def normalise(v: np.ndarray, what: str = "weights") -> np.ndarray:
 
 
 def clip_min_probability(p: np.ndarray, min_prob: float) -> np.ndarray:
-    """ADO's floor: rescale so that after flooring at ``min_prob`` the total is 1.
+    """Floor a distribution at ``min_prob``, scaling the other entries so the total stays 1.
 
-    Same arithmetic as ``clip_min_probability`` in yidingjiang/ado ``src/data_selectors/ado.py``.
+    ADO's ``clip_min_probability`` (yidingjiang/ado) clips at ``min_prob`` and renormalises,
+    which leaves the floored entries slightly *below* ``min_prob``; here the floor is exact
+    (domains under it are pinned at ``min_prob``, the rest share ``1 - pinned`` in proportion).
     """
-    if min_prob * len(p) > 1:
-        raise ValueError(f"min probability {min_prob} x {len(p)} domains exceeds 1; lower it")
-    total_deficit = max(min_prob * len(p) - float(p.sum()), 0.0)
-    scaled = p * ((1 - total_deficit) / p.sum())
-    clipped = np.maximum(scaled, min_prob)
-    return clipped / clipped.sum()
+    k = len(p)
+    if min_prob * k > 1:
+        raise ValueError(f"min probability {min_prob} x {k} domains exceeds 1; lower it")
+    p = np.asarray(p, dtype=np.float64) / np.sum(p)
+    fixed = np.zeros(k, dtype=bool)
+    q = p.copy()
+    for _ in range(k + 1):
+        free = ~fixed
+        rem = 1.0 - min_prob * fixed.sum()
+        mass = p[free].sum()
+        q[free] = p[free] * rem / mass if mass > 0 else rem / free.sum()
+        q[fixed] = min_prob
+        low = free & (q < min_prob)
+        if not low.any():
+            break
+        fixed |= low
+    return q
 
 
 def to_dict(v: np.ndarray, domains: Sequence[str]) -> dict[str, float]:

@@ -16,6 +16,9 @@ Deliberate deviations from the authors' code (documented, none changes the objec
   start is scaled by ``min(1, 1/|g|_1)`` as in ``torch.optim.LBFGS``) instead of torch's
   strong-Wolfe search started at ``lr=0.01``; curvature pairs with ``sᵀy <= 1e-10`` are skipped.
 * Arithmetic is float64 (the authors used float32), so fits converge further.
+* A start stops for good once it converges (gradient <= ``tolerance_grad``, change <=
+  ``tolerance_change``, or no Armijo decrease in ``max_line_search`` halvings); torch's LBFGS
+  would retry it at every later outer step and make no further progress.
 * Ties between starts keep the first start (the authors' process pool returned them in
   completion order).
 """
@@ -121,7 +124,6 @@ def fit_huber_lbfgs(
 
     theta = torch.from_numpy(inits.copy())
     n_starts, n_params = theta.shape
-    rows = torch.arange(n_starts)
     m = history_size
     s_hist = torch.zeros(n_starts, m, n_params, dtype=torch.float64)
     y_hist = torch.zeros_like(s_hist)
@@ -130,80 +132,86 @@ def fit_huber_lbfgs(
     head = torch.zeros(n_starts, dtype=torch.long)  # next slot of each ring buffer
 
     f, g = value_and_grad(theta)
-    alive = torch.isfinite(f)  # starts that ever produced a finite loss stay candidates
+    alive = torch.isfinite(f)  # starts that produced a finite loss stay candidates
+    done = ~alive | (g.abs().amax(dim=1) <= tolerance_grad)  # converged (or dead) for good
     best_sel = torch.full((n_starts,), torch.inf, dtype=torch.float64)
     best_theta = theta.clone()
 
-    def direction(g: torch.Tensor) -> torch.Tensor:
+    def direction(idx: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """L-BFGS two-loop recursion for the starts ``idx`` (gradients ``g``)."""
+        sh, yh, rh = s_hist[idx], y_hist[idx], rho[idx]
+        cnt, hd = count[idx], head[idx]
+        ar = torch.arange(idx.numel())
         q = g.clone()
-        alphas = []
+        saved = []
         for k in range(m):  # newest to oldest
-            j = (head - 1 - k) % m
-            ok = (k < count).to(torch.float64)
-            sj, yj, rj = s_hist[rows, j], y_hist[rows, j], rho[rows, j] * ok
+            j = (hd - 1 - k) % m
+            ok = (k < cnt).to(torch.float64)
+            sj, yj, rj = sh[ar, j], yh[ar, j], rh[ar, j] * ok
             a = rj * (sj * q).sum(dim=1)
             q = q - a[:, None] * yj
-            alphas.append((a, sj, yj, rj))
-        newest = (head - 1) % m
-        sy = (s_hist[rows, newest] * y_hist[rows, newest]).sum(dim=1)
-        yy = (y_hist[rows, newest] ** 2).sum(dim=1)
-        gamma = torch.where(count > 0, sy / yy.clamp_min(1e-300), torch.ones_like(sy))
+            saved.append((a, sj, yj, rj))
+        newest = (hd - 1) % m
+        sy = (sh[ar, newest] * yh[ar, newest]).sum(dim=1)
+        yy = (yh[ar, newest] ** 2).sum(dim=1)
+        gamma = torch.where(cnt > 0, sy / yy.clamp_min(1e-300), torch.ones_like(sy))
         r = q * gamma[:, None]
-        for a, sj, yj, rj in reversed(alphas):  # oldest to newest
+        for a, sj, yj, rj in reversed(saved):  # oldest to newest
             b = rj * (yj * r).sum(dim=1)
             r = r + sj * (a - b)[:, None]
-        first = count == 0
         scale = torch.clamp(1.0 / g.abs().sum(dim=1).clamp_min(1e-300), max=1.0)
-        return torch.where(first[:, None], -g * scale[:, None], -r)
+        return torch.where((cnt == 0)[:, None], -g * scale[:, None], -r)
 
     for _ in range(max_step):
-        active = alive & (g.abs().amax(dim=1) > tolerance_grad)
         for _ in range(max_iter):
-            if not bool(active.any()):
+            idx = (~done).nonzero().squeeze(1)
+            if idx.numel() == 0:
                 break
-            d = direction(g)
-            gtd = (g * d).sum(dim=1)
+            th, fa, ga = theta[idx], f[idx], g[idx]
+            d = direction(idx, ga)
+            gtd = (ga * d).sum(dim=1)
             uphill = gtd >= 0  # numerical breakdown: restart from steepest descent
-            if bool((uphill & active).any()):
-                count = torch.where(uphill, torch.zeros_like(count), count)
-                d = torch.where(uphill[:, None], -g, d)
-                gtd = (g * d).sum(dim=1)
-            t = torch.ones(n_starts, dtype=torch.float64)
-            accepted = ~active
-            new_theta, new_f = theta.clone(), f.clone()
-            for _ in range(max_line_search):
-                cand = theta + t[:, None] * d
+            if bool(uphill.any()):
+                count[idx[uphill]] = 0
+                d = torch.where(uphill[:, None], -ga, d)
+                gtd = (ga * d).sum(dim=1)
+            step = torch.ones(idx.numel(), dtype=torch.float64)
+            pending = torch.ones(idx.numel(), dtype=torch.bool)
+            new_th, new_f = th.clone(), fa.clone()
+            for _ in range(max_line_search):  # Armijo backtracking on the pending starts
+                pi = pending.nonzero().squeeze(1)
+                cand = th[pi] + step[pi, None] * d[pi]
                 fc = value(cand)
-                ok = ~accepted & (fc <= f + 1e-4 * t * gtd)
-                new_theta[ok], new_f[ok] = cand[ok], fc[ok]
-                accepted = accepted | ok
-                if bool(accepted.all()):
+                ok = fc <= fa[pi] + 1e-4 * step[pi] * gtd[pi]
+                new_th[pi[ok]], new_f[pi[ok]] = cand[ok], fc[ok]
+                pending[pi[ok]] = False
+                if not bool(pending.any()):
                     break
-                t = torch.where(accepted, t, t * 0.5)
-            moved = active & accepted
-            if not bool(moved.any()):
-                break
-            f2, g2 = value_and_grad(new_theta)
-            s_vec, y_vec = new_theta - theta, g2 - g
+                step[pi[~ok]] *= 0.5
+            done[idx[pending]] = True  # no decrease along a descent direction: converged
+            moved = ~pending
+            mi = idx[moved]
+            if mi.numel() == 0:
+                continue
+            f2, g2 = value_and_grad(new_th[moved])
+            s_vec, y_vec = new_th[moved] - theta[mi], g2 - g[mi]
             sy = (s_vec * y_vec).sum(dim=1)
-            store = moved & (sy > 1e-10)
-            idx = rows[store]
-            slot = head[store]
-            s_hist[idx, slot] = s_vec[store]
-            y_hist[idx, slot] = y_vec[store]
-            rho[idx, slot] = 1.0 / sy[store]
-            head = torch.where(store, (head + 1) % m, head)
-            count = torch.where(store, (count + 1).clamp(max=m), count)
-            small_change = ((f - f2).abs() < tolerance_change) | (
-                (t[:, None] * d).abs().amax(dim=1) <= tolerance_change)
-            theta = torch.where(moved[:, None], new_theta, theta)
-            f = torch.where(moved, f2, f)
-            g = torch.where(moved[:, None], g2, g)
-            active = moved & ~small_change & (g.abs().amax(dim=1) > tolerance_grad)
+            store = sy > 1e-10
+            si, slot = mi[store], head[mi[store]]
+            s_hist[si, slot], y_hist[si, slot] = s_vec[store], y_vec[store]
+            rho[si, slot] = 1.0 / sy[store]
+            head[si] = (slot + 1) % m
+            count[si] = (count[si] + 1).clamp(max=m)
+            small = ((f[mi] - f2).abs() < tolerance_change) | (
+                (step[moved, None] * d[moved]).abs().amax(dim=1) <= tolerance_change)
+            theta[mi], f[mi], g[mi] = new_th[moved], f2, g2
+            done[mi] = small | (g2.abs().amax(dim=1) <= tolerance_grad)
         sel = selection(theta)
         better = alive & (sel <= best_sel)
         best_sel = torch.where(better, sel, best_sel)
         best_theta = torch.where(better[:, None], theta, best_theta)
+        if bool(done.all()):
+            break  # later outer steps would score the same parameters again
 
     if not bool(torch.isfinite(best_sel).any()):
         raise ValueError("no start produced a finite loss; check the data and the initial values")

@@ -68,7 +68,7 @@ def default_inits(n_domains: int, *, log_c_grid: Sequence[float] = LOG_C_GRID,
                   log_k_grid: Sequence[float] = LOG_K_GRID, n_random_t: int = 30,
                   t_high: float = 0.1, seed: int = 0) -> np.ndarray:
     """The authors' start grid: ``log_c`` x ``log_k`` x ``n_random_t`` draws of ``t ~ U(0, t_high)``."""
-    if n_random_t < 1 or not log_c_grid or not log_k_grid:
+    if n_random_t < 1 or len(log_c_grid) == 0 or len(log_k_grid) == 0:
         raise ValueError("need non-empty log_c/log_k grids and n_random_t >= 1")
     rng = np.random.default_rng(seed)
     rows = []

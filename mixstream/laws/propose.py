@@ -6,9 +6,8 @@ affine functions, hence convex in ``r``. The feasible set is
 ``{r : 0 <= r_j <= cap_j, Σ_j r_j = 1}`` (``cap_j`` = the largest share domain ``j``'s data can
 supply, e.g. available tokens / training tokens).
 
-* ``method="convex"``: accelerated projected gradient (FISTA with backtracking and adaptive
-  restart) with an exact Euclidean projection onto the capped simplex; the global optimum up
-  to ``tol``. (The DML authors enumerate a grid; Olmix/OP-Mix use cvxpy — same optimum.)
+* ``method="convex"``: spectral projected gradient with an exact Euclidean projection onto
+  the capped simplex; the global optimum up to a KKT residual of 1e-10. (The DML authors enumerate a grid; Olmix/OP-Mix use cvxpy — same optimum.)
 * ``method="grid"``: the authors' candidate set (``pipeline/find_opt.py dfs``): every domain
   but the last takes ``grid·floor(cap/grid)·2^-s`` (values below ``grid`` become 0), the last
   domain takes the remainder, which must lie in ``[0, cap_last]``.
@@ -71,36 +70,38 @@ def project_capped_simplex(v: np.ndarray, caps: np.ndarray) -> np.ndarray:
 
 def minimize_capped_simplex(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
                             caps: np.ndarray, x0: np.ndarray | None = None, *,
-                            tol: float = 1e-10, max_iter: int = 20000) -> np.ndarray:
+                            tol: float = 1e-10, max_iter: int = 10000) -> np.ndarray:
     """Minimise a smooth convex ``fun(x) -> (value, gradient)`` on the capped simplex.
 
-    Stops when an accepted step moves no coordinate by more than ``tol``.
+    Spectral projected gradient (Birgin, Martínez & Raydan 2000: Barzilai-Borwein steps,
+    non-monotone Armijo search over the last 10 values). Stops when the projected-gradient
+    residual ``max|P(x - g) - x|`` is at most ``tol``; scale ``fun`` so its gradient is O(1).
     """
     n = caps.shape[0]
     x = project_capped_simplex(np.full(n, 1.0 / n) if x0 is None else x0, caps)
-    fx, _ = fun(x)
-    y, t, lip = x.copy(), 1.0, 1.0
+    f, g = fun(x)
+    recent = [f]
+    res = float(np.abs(project_capped_simplex(x - g, caps) - x).max())
+    lam = 1.0 / max(res, 1e-12)
     for _ in range(max_iter):
-        fy, gy = fun(y)
-        while True:
-            x_new = project_capped_simplex(y - gy / lip, caps)
-            diff = x_new - y
-            f_new, _ = fun(x_new)
-            if f_new <= fy + gy @ diff + 0.5 * lip * (diff @ diff) + 1e-13 * abs(fy):
-                break
-            lip *= 2.0
-        if f_new > fx:  # momentum overshot: restart from x (a plain step cannot increase f)
-            if t == 1.0:
-                break  # even the plain step does not improve: converged to rounding
-            y, t = x.copy(), 1.0
-            continue
-        step = float(np.abs(x_new - x).max())
-        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-        y = x_new + ((t - 1.0) / t_new) * (x_new - x)
-        x, fx, t = x_new, f_new, t_new
-        if step <= tol:
+        if res <= tol:
             break
-    return x
+        d = project_capped_simplex(x - lam * g, caps) - x
+        gd = float(g @ d)
+        f_ref, step = max(recent), 1.0
+        while True:
+            x_new = x + step * d
+            f_new, g_new = fun(x_new)
+            if f_new <= f_ref + 1e-4 * step * gd or step < 1e-20:
+                break
+            step *= 0.5
+        s_vec, y_vec = x_new - x, g_new - g
+        sy = float(s_vec @ y_vec)
+        lam = 1e30 if sy <= 0 else min(max(float(s_vec @ s_vec) / sy, 1e-30), 1e30)
+        x, f, g = x_new, f_new, g_new
+        recent = (recent + [f])[-10:]
+        res = float(np.abs(project_capped_simplex(x - g, caps) - x).max())
+    return project_capped_simplex(x, caps)  # exact feasibility despite rounding in x + step·d
 
 
 def halving_grid(caps: np.ndarray, grid: float = 1 / 16) -> np.ndarray:
@@ -140,7 +141,9 @@ def propose_mixture(log_a: np.ndarray, t: np.ndarray, *, caps: np.ndarray | None
         return cand[int(np.argmin(np.exp(z).sum(axis=1)))].copy()
     if method != "convex":
         raise ValueError(f"unknown method {method!r}; use 'convex' or 'grid'")
-    shift = float(np.max(a))  # scale the objective so its values are O(1)
+    r0 = project_capped_simplex(np.full(t.shape[1], 1.0 / t.shape[1]), c)
+    z0 = a + tt @ r0
+    shift = float(np.max(z0) + np.log(np.exp(z0 - np.max(z0)).sum()))  # f(r0) = 1 after scaling
 
     def fun(r: np.ndarray) -> tuple[float, np.ndarray]:
         e = np.exp(a - shift + tt @ r)

@@ -1,12 +1,11 @@
-"""Per-domain sample order: epochs, the split among readers, shuffle windows. Pure functions.
+"""Per-domain sample order and shuffle windows. Pure functions.
 
 For each domain and epoch, the domain's blocks are permuted (seeded by seed, domain, epoch) and
-laid end to end: the *epoch sequence*. It is cut into ``num_slots`` contiguous ranges, one per
-reader (a (rank, worker) pair), so a reader decodes only the blocks of its range (plus at most
-the two blocks it shares with its neighbours) and no two readers yield the same sample within
-an epoch. A reader's range is cut into *windows* of ``window`` samples; each window is shuffled
-(seeded by seed, domain, epoch, window start). A reader's ``p``-th sample of a domain is thus a
-pure function of ``p``, so resume needs only the per-reader counts.
+laid end to end; epochs follow one another, giving an endless *domain sequence*. It is cut into
+*windows* of ``window`` samples (window ``k`` = positions ``[k * window, (k + 1) * window)``; the
+last window of an epoch may run into the next one). A window is the unit of reading and of
+shuffling (rows permuted, seeded by seed, domain, window), and each window is read by exactly one
+reader (see :mod:`mixstream.plan.claims`).
 """
 
 from __future__ import annotations
@@ -16,26 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .rng import BLOCK_ORDER, WINDOW_SHUFFLE, permutation
-
-
-def slot_range(num_samples: int, slot: int, num_slots: int) -> tuple[int, int]:
-    """The contiguous part ``[lo, hi)`` of an epoch sequence that reader ``slot`` owns."""
-    return num_samples * slot // num_slots, num_samples * (slot + 1) // num_slots
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a reader's ``p``-th sample of a domain lies."""
-
-    epoch: int
-    window: int  # index of the window within the reader's range
-    offset: int  # position inside the (shuffled) window
-
-
-def locate(p: int, range_size: int, window: int) -> Position:
-    epoch, q = divmod(p, range_size)
-    w, off = divmod(q, window)
-    return Position(epoch, w, off)
 
 
 def block_order(num_blocks: int, seed: int, domain: int, epoch: int, shuffle: bool) -> np.ndarray:
@@ -53,14 +32,13 @@ class BlockSpan:
     stop: int
 
 
-def window_spans(block_sizes: np.ndarray, order: np.ndarray, lo: int, hi: int) -> list[BlockSpan]:
-    """The block pieces that make up positions ``[lo, hi)`` of an epoch sequence."""
+def epoch_spans(block_sizes: np.ndarray, order: np.ndarray, lo: int, hi: int) -> list[BlockSpan]:
+    """The block pieces that make up positions ``[lo, hi)`` of one epoch's sequence."""
     sizes = block_sizes[order]
     ends = np.cumsum(sizes)
-    first = int(np.searchsorted(ends, lo, side="right"))
+    i = int(np.searchsorted(ends, lo, side="right"))
     spans = []
     pos = lo
-    i = first
     while pos < hi:
         begin = int(ends[i] - sizes[i])
         stop = min(hi, int(ends[i]))
@@ -70,8 +48,11 @@ def window_spans(block_sizes: np.ndarray, order: np.ndarray, lo: int, hi: int) -
     return spans
 
 
-def window_permutation(n: int, seed: int, domain: int, epoch: int, start: int,
-                       shuffle: bool) -> np.ndarray:
+def window_bounds(index: int, window: int) -> tuple[int, int]:
+    return index * window, (index + 1) * window
+
+
+def window_permutation(n: int, seed: int, domain: int, index: int, shuffle: bool) -> np.ndarray:
     if not shuffle:
         return np.arange(n, dtype=np.int64)
-    return permutation(n, seed, WINDOW_SHUFFLE, domain, epoch, start)
+    return permutation(n, seed, WINDOW_SHUFFLE, domain, index)

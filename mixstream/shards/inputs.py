@@ -40,10 +40,15 @@ class Piece:
     file: InputFile
     start: int = 0
     stop: int | None = None  # None: to the end
+    share: int | None = None  # bytes of the file on disk this piece accounts for (progress)
 
     @property
     def whole(self) -> bool:
         return self.start == 0 and self.stop is None
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.file.size if self.share is None else self.share
 
 
 @dataclass(frozen=True)
@@ -152,28 +157,35 @@ def split_file(f: InputFile, chunk_bytes: int) -> list[Piece]:
     if f.size <= chunk_bytes:
         return [Piece(f)]
     if f.kind == "jsonl" and f.compression is None:
-        return [Piece(f, s, min(s + chunk_bytes, f.size)) for s in range(0, f.size, chunk_bytes)]
+        return [Piece(f, s, min(s + chunk_bytes, f.size), min(chunk_bytes, f.size - s))
+                for s in range(0, f.size, chunk_bytes)]
     if f.kind == "parquet":
         try:
             meta = pq.ParquetFile(f.path).metadata
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
             raise InputError(f.path, f"not a readable Parquet file ({e})",
                              "check the file or remove it from the inputs") from e
-        pieces, first, acc = [], 0, 0
+        ranges: list[tuple[int, int]] = []
+        first, acc = 0, 0
         for i in range(meta.num_row_groups):
             acc += meta.row_group(i).total_byte_size
             if acc >= chunk_bytes:
-                pieces.append(Piece(f, first, i + 1))
+                ranges.append((first, i + 1))
                 first, acc = i + 1, 0
-        if first < meta.num_row_groups or not pieces:
-            pieces.append(Piece(f, first, meta.num_row_groups))
-        return pieces if len(pieces) > 1 else [Piece(f)]
+        if first < meta.num_row_groups or not ranges:
+            ranges.append((first, meta.num_row_groups))
+        if len(ranges) == 1:
+            return [Piece(f)]
+        counts = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        total = max(sum(counts), 1)
+        return [Piece(f, a, b, f.size * sum(counts[a:b]) // total) for a, b in ranges]
     if f.kind == "hf":
         rows = _hf_rows(f.path)
         per = max(1, rows * chunk_bytes // max(f.size, 1))
         if per >= rows:
             return [Piece(f)]
-        return [Piece(f, s, min(s + per, rows)) for s in range(0, rows, per)]
+        return [Piece(f, s, min(s + per, rows), f.size * (min(s + per, rows) - s) // rows)
+                for s in range(0, rows, per)]
     return [Piece(f)]
 
 

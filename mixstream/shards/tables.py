@@ -10,27 +10,32 @@ becomes ``List``; the numpy dtype is kept.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 
 from .errors import ShardError
 
-DataLike = Union[
-    pa.Table, pa.RecordBatch, pa.RecordBatchReader, Mapping[str, Any], Iterable[Any]
-]
+DataLike: TypeAlias = (
+    pa.Table | pa.RecordBatch | pa.RecordBatchReader | Mapping[str, Any] | Iterable[Any]
+)
 
 
-def list_array(rows: list[np.ndarray]) -> pa.Array:
-    """``List`` array from 1-D numpy rows without per-element Python work."""
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+def ragged_array(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """``List`` array (one row per length) from flat values, without per-row Python work."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    values = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     if offsets[-1] < 2**31:
         return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def list_array(rows: list[np.ndarray]) -> pa.Array:
+    """``List`` array from 1-D numpy rows."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    values = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    return ragged_array(values, lengths)
 
 
 def fixed_array(matrix: np.ndarray) -> pa.Array:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .base import Block, Schema, Source, SourceError
-from .mds_encodings import Encoding, decode_records, parse_encoding
+from .mds_encodings import Encoding, decode_records, parse_encoding, unreadable
 
 INDEX = "index.json"
 COMPRESSIONS = ("zstd", "gz", "bz2")  # decoded here; mosaic also writes br and snappy
@@ -252,8 +252,9 @@ class MDSSource(Source):
     fixed-shape ``ndarray`` columns decode to ``[rows, *shape]`` arrays, dynamic 1-D ``ndarray``
     columns to :class:`Ragged`, numeric scalar encodings to 1-D arrays, and ``str``, ``bytes``,
     ``json``, ``str_int``, ``str_float``, ``str_decimal``, bare ``ndarray`` and (only with
-    ``allow_unsafe_types``) ``pkl`` to lists. ``verify_hashes`` checks every hash index.json
-    records for a file before decoding it. Holds no open files (picklable).
+    ``allow_unsafe_types``) ``pkl`` to lists. ``columns`` selects (and orders) the columns to
+    decode. ``verify_hashes`` checks every hash index.json records for a file before decoding
+    it. Holds no open files (picklable).
     """
 
     def __init__(
@@ -261,6 +262,7 @@ class MDSSource(Source):
         path: str | os.PathLike[str],
         *,
         split: str | None = None,
+        columns: list[str] | None = None,
         allow_unsafe_types: bool = False,
         verify_hashes: bool = False,
     ) -> None:
@@ -270,6 +272,18 @@ class MDSSource(Source):
         self.verify_hashes = verify_hashes
         self.shards = load_index(self.uri)
         self._encodings = self._check_columns()
+        names = list(self.shards[0].names)
+        unknown = [c for c in columns or [] if c not in names]
+        if unknown or (columns is not None and (not columns or len(set(columns)) < len(columns))):
+            raise SourceError(
+                f"{_join(self.uri, INDEX)}: columns={columns} must name distinct columns of "
+                f"the dataset, which has {names}"
+            )
+        self.columns = list(columns) if columns is not None else names
+        for name, e in zip(names, self._encodings, strict=True):
+            why = unreadable(e, allow_unsafe_types=allow_unsafe_types)
+            if why and name in self.columns:
+                raise SourceError(f"{_join(self.uri, INDEX)}: column {name!r}: {why}")
         self._block_sizes = np.array([s.samples for s in self.shards], dtype=np.int64)
         self._block_sizes.flags.writeable = False
 
@@ -290,7 +304,7 @@ class MDSSource(Source):
         encodings = []
         for name, text in zip(first.names, first.encodings, strict=True):
             try:
-                encodings.append(parse_encoding(text, allow_unsafe_types=self.allow_unsafe_types))
+                encodings.append(parse_encoding(text))
             except ValueError as exc:
                 raise SourceError(f"{index}: column {name!r}: {exc}") from exc
         return encodings
@@ -298,7 +312,7 @@ class MDSSource(Source):
     def _check_sizes(self, s: ShardInfo, index: str) -> None:
         for name, text, size in zip(s.names, s.encodings, s.sizes, strict=True):
             try:
-                want = parse_encoding(text, allow_unsafe_types=True).size
+                want = parse_encoding(text).size
             except ValueError:
                 continue  # reported with its fix by _check_columns
             if size != want:
@@ -314,7 +328,17 @@ class MDSSource(Source):
 
     @property
     def schema(self) -> Schema:
-        return {n: e.spec() for n, e in zip(self.shards[0].names, self._encodings, strict=True)}
+        specs = {n: e.spec() for n, e in zip(self.shards[0].names, self._encodings, strict=True)}
+        return {n: specs[n] for n in self.columns}
+
+    def tokens_per_sample(self) -> float | None:
+        """The width of the one fixed-shape integer column, if exactly one is selected."""
+        fixed = [
+            s.width
+            for s in self.schema.values()
+            if s.kind == "fixed" and np.dtype(s.dtype).kind in "iu"
+        ]
+        return float(fixed[0]) if len(fixed) == 1 and fixed[0] else None
 
     def read_block(self, index: int) -> Block:
         if not 0 <= index < len(self.shards):
@@ -323,7 +347,7 @@ class MDSSource(Source):
         path, data = self._raw_bytes(info)
         try:
             offsets = parse_header(data, info)
-            return decode_records(data, offsets, list(info.names), self._encodings)
+            return decode_records(data, offsets, list(info.names), self._encodings, self.columns)
         except ValueError as exc:
             raise SourceError(
                 f"{path}: {exc}; the shard is corrupt: re-download or rewrite the dataset"

@@ -63,26 +63,38 @@ class Encoding:
         return ColumnSpec(self.kind, self.dtype, width)
 
 
-def parse_encoding(text: str, *, allow_unsafe_types: bool = False) -> Encoding:
-    """Parse an encoding string from index.json (``"int"``, ``"ndarray:uint16:2048"`` ...)."""
+def parse_encoding(text: str) -> Encoding:
+    """Parse an encoding string from index.json (``"int"``, ``"ndarray:uint16:2048"`` ...).
+
+    Image encodings parse (as variable-size ``"image"`` objects, so that the other columns of
+    their records can be read) but cannot be decoded: see :func:`unreadable`.
+    """
     if text in SCALARS:
         dtype = SCALARS[text]
         return Encoding(text, "scalar", dtype, np.dtype(dtype).itemsize)
     if text in OBJECTS:
-        if text in UNSAFE and not allow_unsafe_types:
-            raise ValueError(
-                f"encoding {text!r} is pickle, which can run arbitrary code when read; pass "
-                "allow_unsafe_types=True only if you trust whoever wrote the data"
-            )
         return Encoding(text, "object", OBJECTS[text])
     if text in IMAGES:
-        raise ValueError(
-            f"image encoding {text!r} is not supported by mixstream's MDS reader (language-model "
-            "data only); drop the column when writing, or store the image bytes with 'bytes'"
-        )
+        return Encoding(text, "object", "image")
     if text == "ndarray" or text.startswith("ndarray:"):
         return _parse_ndarray(text)
     raise ValueError(f"unknown MDS encoding {text!r}; supported: {', '.join(SUPPORTED)}")
+
+
+def unreadable(e: Encoding, *, allow_unsafe_types: bool = False) -> str | None:
+    """Why a column of this encoding must not be decoded (with the fix), or None."""
+    if e.dtype == "image":
+        return (
+            f"image encoding {e.name!r} is not supported by mixstream's MDS reader (language-"
+            "model data only); leave the column out with columns=[...]"
+        )
+    if e.name in UNSAFE and not allow_unsafe_types:
+        return (
+            f"encoding {e.name!r} is pickle, which can run arbitrary code when read; pass "
+            "allow_unsafe_types=True only if you trust whoever wrote the data, or leave the "
+            "column out with columns=[...]"
+        )
+    return None
 
 
 def _parse_ndarray(text: str) -> Encoding:
@@ -196,9 +208,11 @@ def _native(arr: np.ndarray, dtype: str) -> np.ndarray:
 # ------------------------------------------------------------------ column decoders
 
 
-def decode_fixed_records(buf: np.ndarray, offsets: np.ndarray, encodings: list[Encoding]) -> list:
+def decode_fixed_records(
+    buf: np.ndarray, offsets: np.ndarray, encodings: list[Encoding], keep: list[bool]
+) -> list[np.ndarray | None]:
     """Fast path when every column has a fixed size: records form a ``[N, record]`` matrix,
-    and each column is a strided slice of it (one copy per column, no per-row work)."""
+    and each kept column is a strided slice of it (one copy per column, no per-row work)."""
     n = len(offsets) - 1
     record = sum(e.size or 0 for e in encodings)
     lengths = np.diff(offsets)
@@ -208,12 +222,16 @@ def decode_fixed_records(buf: np.ndarray, offsets: np.ndarray, encodings: list[E
         raise ValueError(f"sample {i} is {lengths[i]} bytes, expected {record} (fixed columns)")
     first = int(offsets[0]) if n else 0
     rows = buf[first : first + n * record].reshape(n, record)
-    out, pos = [], 0
-    for e in encodings:
+    out: list[np.ndarray | None] = []
+    pos = 0
+    for e, k in zip(encodings, keep, strict=True):
         assert e.size is not None
-        cell = np.array(rows[:, pos : pos + e.size])  # own, writable memory, not the shard's
+        if k:
+            cell = np.array(rows[:, pos : pos + e.size])  # own, writable memory, not the shard's
+            out.append(_numeric(cell, e, n))
+        else:
+            out.append(None)
         pos += e.size
-        out.append(_numeric(cell, e, n))
     return out
 
 
@@ -316,17 +334,31 @@ def _decode_objects(data: bytes, starts: np.ndarray, sizes: np.ndarray, kind: st
 
 
 def decode_records(
-    data: bytes, offsets: np.ndarray, names: list[str], encodings: list[Encoding]
+    data: bytes,
+    offsets: np.ndarray,
+    names: list[str],
+    encodings: list[Encoding],
+    columns: list[str] | None = None,
 ) -> Block:
-    """All columns of a shard's records (``data`` is the whole raw shard)."""
+    """The columns (all, or ``columns`` in that order) of a shard's records; ``data`` is the
+    whole raw shard and ``offsets`` its N+1 record offsets."""
+    wanted = names if columns is None else columns
+    keep = [n in wanted for n in names]
     buf = np.frombuffer(data, np.uint8)
+    decoded: dict[str, Column] = {}
     if all(e.size is not None for e in encodings):
-        return dict(zip(names, decode_fixed_records(buf, offsets, encodings), strict=True))
+        for name, col in zip(
+            names, decode_fixed_records(buf, offsets, encodings, keep), strict=True
+        ):
+            if col is not None:
+                decoded[name] = col
+        return {name: decoded[name] for name in wanted}
     starts, sizes = record_layout(buf, offsets, encodings)
-    block: Block = {}
     for j, (name, e) in enumerate(zip(names, encodings, strict=True)):
+        if not keep[j]:
+            continue
         try:
-            block[name] = decode_column(data, buf, starts[:, j], sizes[:, j], e)
+            decoded[name] = decode_column(data, buf, starts[:, j], sizes[:, j], e)
         except ValueError as exc:
             raise ValueError(f"column {name!r} ({e.name}): {exc}") from exc
-    return block
+    return {name: decoded[name] for name in wanted}

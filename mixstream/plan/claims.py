@@ -1,0 +1,84 @@
+"""Which reader reads which shuffle window: deterministic claims that keep readers balanced.
+
+Each epoch of a domain's sequence (see :mod:`mixstream.plan.order`) is cut into
+``K = ceil(n / window)`` windows (the last one shorter); window ``k`` is window ``k % K`` of
+epoch ``k // K``. A reader slot (one (rank, worker) pair) serves its samples of a domain from one
+window at a time; when it needs a sample beyond its window it *claims* the domain's next
+unclaimed window. Claims happen in global batch order, so which window a claim gets is a pure
+function of the mixture sequence and the topology.
+
+Because windows are handed out on demand rather than split up front, a slot whose batches happen
+to carry more of a domain simply claims more windows: every window is read once, by one slot.
+When any slot claims a window of epoch ``e + 1``, every window of epoch ``e`` has been claimed,
+so at most ``(slots - 1) * window`` samples of epoch ``e`` are still to come: no sample repeats
+within an epoch, and all slots stay in step. (A static split of each epoch among slots lets a
+slot whose batches resonate with the mixing pattern run into its next epoch early.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Piece = tuple[int, int, int]
+"""(window id, offset in the window, samples)"""
+
+
+class ClaimBook:
+    """Claim counters per domain; window held and offset in it per (slot, domain)."""
+
+    def __init__(self, windows: np.ndarray, num_samples: np.ndarray, num_slots: int,
+                 claimed: np.ndarray | None = None, held: np.ndarray | None = None,
+                 offset: np.ndarray | None = None):
+        self.windows = np.asarray(windows, dtype=np.int64)
+        n = np.asarray(num_samples, dtype=np.int64)
+        if (self.windows < 1).any() or (self.windows > n).any():
+            raise ValueError("every window must hold between 1 and the domain's sample count")
+        self.per_epoch = -(-n // self.windows)
+        self.last = n - (self.per_epoch - 1) * self.windows
+        d = len(self.windows)
+        shape = (num_slots, d)
+        self.claimed = np.zeros(d, np.int64) if claimed is None else np.asarray(claimed, np.int64).copy()
+        self.held = (np.full(shape, -1, np.int64) if held is None
+                     else np.asarray(held, np.int64).reshape(shape).copy())
+        self.offset = (np.zeros(shape, np.int64) if offset is None
+                       else np.asarray(offset, np.int64).reshape(shape).copy())
+
+    def size(self, domain: int, window: int) -> int:
+        last = window % self.per_epoch[domain] == self.per_epoch[domain] - 1
+        return int(self.last[domain] if last else self.windows[domain])
+
+    def bounds(self, domain: int, window: int) -> tuple[int, int, int]:
+        """(epoch, start, stop) of a window within its epoch."""
+        epoch, i = divmod(window, int(self.per_epoch[domain]))
+        start = i * int(self.windows[domain])
+        return epoch, start, start + self.size(domain, window)
+
+    def _room(self, slot: int) -> np.ndarray:
+        held = self.held[slot]
+        size = np.where(held % self.per_epoch == self.per_epoch - 1, self.last, self.windows)
+        return np.where(held < 0, 0, size - self.offset[slot])
+
+    def count(self, slot: int, per_domain: np.ndarray) -> None:
+        """Serve a batch's per-domain counts to ``slot`` when only the bookkeeping matters."""
+        if (per_domain <= self._room(slot)).all():  # fast path: no window boundary crossed
+            self.offset[slot] += per_domain
+            return
+        for d in np.flatnonzero(per_domain):
+            self.serve(slot, int(d), int(per_domain[d]))
+
+    def serve(self, slot: int, domain: int, n: int) -> list[Piece]:
+        """Serve ``n`` samples of ``domain`` to ``slot``: the window pieces they come from."""
+        out: list[Piece] = []
+        while n > 0:
+            held = int(self.held[slot, domain])
+            off = int(self.offset[slot, domain])
+            if held < 0 or off == self.size(domain, held):
+                held = int(self.claimed[domain])
+                self.claimed[domain] += 1
+                self.held[slot, domain] = held
+                off = 0
+            k = min(n, self.size(domain, held) - off)
+            out.append((held, off, k))
+            self.offset[slot, domain] = off + k
+            n -= k
+        return out

@@ -1,0 +1,402 @@
+"""``mixstream-shard convert``: inputs → one shard directory per domain, in parallel, resumable.
+
+1. Resolve the input groups (``--domain NAME=PATH`` or inputs + ``--domain-field``), take each
+   group's schema from its first file and split the inputs into work units (the split does not
+   depend on ``--workers``).
+2. Run the units not finished by an earlier run, in worker processes; each writes its shards
+   atomically and the parent records it as done in ``<output>/.mixstream-shard/``.
+3. Per domain, pack the units' leftover tokens (in unit order) into the last shards, then write
+   ``manifest.json`` (last). Same inputs and options ⇒ byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..sources.base import ColumnSpec
+from .errors import InputError, ShardError
+from .inputs import InputFile, WorkUnit, plan_units, resolve
+from .manifest import Manifest, ShardInfo, save_manifest
+from .pack import pack, packed_table
+from .progress import Progress
+from .readers import ReadOptions
+from .schemas import group_schema
+from .shardfile import is_temp
+from .tokenize import TokenizerInfo, load_tokenizer
+from .unit import ConvertSettings, DomainPart, UnitResult, check_token_column, run_unit
+from .validate import DOMAIN_NAME, BadRecords
+from .writer import ShardLayout, ShardSink, domain_stats
+
+STATE_DIR = ".mixstream-shard"
+FORMATS = ("parquet", "arrow", "mds")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    output: str
+    domains: tuple[tuple[str, str], ...] = ()  # (name, file/glob/dir); names may repeat
+    inputs: tuple[str, ...] = ()  # with domain_field
+    domain_field: str | None = None
+    text_field: str = "text"
+    drop: tuple[str, ...] = ()
+    keep_text: bool = False
+    tokenizer: str | None = None
+    eos_token: str | None = None
+    seq_len: int | None = None
+    append_eos: bool = True
+    token_column: str = "input_ids"
+    output_format: str = "parquet"
+    rows_per_block: int = 1024
+    blocks_per_shard: int | None = 16
+    shard_bytes: int | None = None
+    compression: str | None = "zstd"
+    workers: int = 1
+    chunk_bytes: int = 64 << 20
+    read_bytes: int = 8 << 20
+    sample_by: str = "document"
+    skip_bad: bool = False
+    progress: str = "auto"
+
+
+@dataclass
+class ConvertReport:
+    output: str
+    stats: dict[str, dict[str, Any]]
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    bad: BadRecords = field(default_factory=lambda: BadRecords(True))
+    ignored: list[str] = field(default_factory=list)
+    units: int = 0
+    resumed: int = 0
+    seconds: float = 0.0
+
+
+def _groups(o: ConvertOptions, ignored: list[str]) -> list[tuple[str | None, list[InputFile]]]:
+    if bool(o.domains) == bool(o.domain_field):
+        raise ShardError("give either --domain NAME=PATH (one or more) or input paths with "
+                         "--domain-field FIELD")
+    if o.domain_field:
+        if not o.inputs:
+            raise ShardError("--domain-field needs input paths")
+        files = sorted({f for spec in o.inputs for f in resolve(spec, ignored)},
+                       key=lambda f: f.path)
+        return [(None, files)]
+    merged: dict[str, list[InputFile]] = {}
+    for name, spec in o.domains:
+        if not DOMAIN_NAME.match(name):
+            raise ShardError(f"--domain {name}={spec}: {name!r} is not a valid directory name "
+                             f"(letters, digits, '.', '_', '-')")
+        merged.setdefault(name, []).extend(resolve(spec, ignored))
+    return [(name, list(dict.fromkeys(files))) for name, files in merged.items()]
+
+
+def _check(o: ConvertOptions) -> TokenizerInfo | None:
+    if o.output_format not in FORMATS:
+        raise ShardError(f"--format {o.output_format!r}: use one of {FORMATS}")
+    if o.output_format == "mds":
+        from .mds import require_streaming
+
+        require_streaming()
+    if o.workers < 1:
+        raise ShardError(f"--workers must be >= 1, got {o.workers}")
+    if o.seq_len is not None and (o.tokenizer is None or o.seq_len < 2):
+        raise ShardError("--seq-len needs --tokenizer and a length >= 2")
+    if o.tokenizer is None:
+        return None
+    _, info = load_tokenizer(o.tokenizer, o.eos_token)
+    if o.seq_len and info.eos_id is None:
+        raise InputError(o.tokenizer, "the tokenizer has no EOS token (needed between packed "
+                         "documents)", "name one with --eos-token")
+    return info
+
+
+def _fingerprint(o: ConvertOptions, units: list[WorkUnit], info: TokenizerInfo | None) -> str:
+    opts = asdict(o)
+    for k in ("workers", "progress", "output"):
+        opts.pop(k)
+    files = sorted({(p.file.path, p.file.size, p.file.mtime_ns) for u in units for p in u.pieces})
+    blob = json.dumps({"options": opts, "files": files, "units": len(units),
+                       "tokenizer": info.sha256 if info else None,
+                       "pyarrow": pa.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _marker(state: str, index: int) -> str:
+    return os.path.join(state, f"unit-{index:05d}.json")
+
+
+def _finished(state: str, unit: WorkUnit, output: str) -> UnitResult | None:
+    """The result of an earlier run of ``unit`` if all its shards are still in place."""
+    path = _marker(state, unit.index)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        result = UnitResult.from_json(json.load(f))
+    for domain, part in result.parts.items():
+        for s in part.shards:
+            p = os.path.join(output, domain, s["path"])
+            if not os.path.exists(p) or os.path.getsize(p) != s["bytes"]:
+                return None
+        if part.directory and not os.path.exists(
+                os.path.join(output, domain, part.directory, "index.json")):
+            return None
+    return result
+
+
+def _prepare_output(o: ConvertOptions, fingerprint: str) -> str:
+    state = os.path.join(o.output, STATE_DIR)
+    os.makedirs(state, exist_ok=True)
+    plan = os.path.join(state, "plan.json")
+    if os.path.exists(plan):
+        with open(plan, encoding="utf-8") as f:
+            old = json.load(f).get("fingerprint")
+        if old != fingerprint:
+            raise ShardError(f"{o.output} holds a conversion of other inputs or options; "
+                             f"use a new --output, or delete {o.output} to start over")
+    _write_json(plan, {"fingerprint": fingerprint, "options": asdict(o)})
+    for name in os.listdir(o.output):  # temp files of shards a crash interrupted
+        d = os.path.join(o.output, name)
+        if os.path.isdir(d) and name != STATE_DIR:
+            for n in os.listdir(d):
+                if is_temp(n):
+                    os.remove(os.path.join(d, n))
+    return state
+
+
+# --- worker processes -------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: ConvertSettings, queue: Any) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
+    _WORKER.update(settings=settings, queue=queue)
+
+
+def _work(unit: WorkUnit) -> UnitResult:
+    queue = _WORKER["queue"]
+    return run_unit(unit, _WORKER["settings"], lambda d, t, b: queue.put((d, t, b)))
+
+
+def _drain(queue: Any, progress: Progress) -> None:
+    while not queue.empty():
+        try:
+            progress.update(*queue.get_nowait())
+        except Exception:  # noqa: BLE001 - queue.Empty (racy empty() check)
+            return
+
+
+def _run(units: list[WorkUnit], s: ConvertSettings, workers: int, progress: Progress,
+         done: Callable[[UnitResult], None]) -> None:
+    if workers == 1 or len(units) <= 1:
+        for unit in units:
+            done(run_unit(unit, s, progress.update))
+            progress.unit_done()
+        return
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    pool = ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx,
+                               initializer=_init_worker, initargs=(s, queue))
+    futures: dict[Future[UnitResult], WorkUnit] = {pool.submit(_work, u): u for u in units}
+    try:
+        while futures:
+            finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
+            _drain(queue, progress)
+            for f in finished:
+                futures.pop(f)
+                done(f.result())
+                progress.unit_done()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _drain(queue, progress)
+
+
+# --- per-domain assembly -------------------------------------------------------------------
+
+@dataclass
+class _Tail:
+    shards: list[ShardInfo] = field(default_factory=list)
+    directory: str | None = None  # mds
+    rows: int = 0
+    dropped: int = 0
+
+
+def _tail(domain_dir: str, parts: list[DomainPart], s: ConvertSettings, dtype: np.dtype) -> _Tail:
+    """Pack the units' leftover tokens, in unit order, into the domain's last shards."""
+    leftovers = [np.asarray(p.remainder, dtype=dtype) for p in parts if p.remainder]
+    if not s.seq_len or not leftovers:
+        return _Tail()
+    rows, rest = pack(np.empty(0, dtype), np.concatenate(leftovers), s.seq_len)
+    tail = _Tail(rows=len(rows), dropped=len(rest))
+    if not len(rows):
+        return tail
+    table = packed_table(rows, s.token_column)
+    if s.output_format == "mds":
+        from .mds import MDSSink
+
+        mds = MDSSink(os.path.join(domain_dir, "unit-tail"), s.layout)
+        mds.write(table)
+        mds.close()
+        tail.directory = "unit-tail"
+        return tail
+    sink = ShardSink(domain_dir, s.layout, prefix="shard-tail", token_column=s.token_column)
+    sink.write(table)
+    tail.shards = sink.close()
+    return tail
+
+
+def _assemble(domain: str, parts: list[tuple[WorkUnit, DomainPart]], s: ConvertSettings,
+              info: TokenizerInfo | None,
+              extra: dict[str, Any]) -> tuple[dict[str, Any], Manifest | None]:
+    """Tail shards, statistics and the manifest (not yet saved) of one domain."""
+    domain_dir = os.path.join(s.output, domain)
+    documents = sum(p.documents for _, p in parts)
+    if documents == 0:
+        raise ShardError(f"domain {domain!r}: no records in its inputs (empty input)")
+    schemas = {json.dumps(p.schema, sort_keys=True): u for u, p in parts if p.schema}
+    if len(schemas) > 1:
+        (a, ua), (b, ub) = list(schemas.items())[:2]
+        raise ShardError(f"domain {domain!r}: inputs disagree on fields: "
+                         f"{ua.pieces[0].file.path} gives {a}, {ub.pieces[0].file.path} gives "
+                         f"{b}; make them agree or --drop the differing fields")
+    dtype = info.dtype if info else np.dtype(np.uint32)
+    tail = _tail(domain_dir, [p for _, p in parts], s, dtype)
+    samples = sum(p.samples for _, p in parts) + tail.rows
+    if samples == 0:
+        raise ShardError(f"domain {domain!r}: {documents} documents but no samples "
+                         f"({sum(p.tokens for _, p in parts)} tokens < --seq-len {s.seq_len}); "
+                         f"use a shorter --seq-len or more data")
+    shards = [ShardInfo(**d) for _, p in parts for d in p.shards] + tail.shards
+    more: dict[str, Any] = {"text_bytes": sum(p.text_bytes for _, p in parts),
+                            "empty_documents": sum(p.empty for _, p in parts)}
+    if s.seq_len:
+        more["dropped_tokens"] = tail.dropped
+    if s.output_format == "mds":
+        from .mds import merge
+
+        dirs = [p.directory for _, p in parts if p.directory]
+        merge(domain_dir, dirs + ([tail.directory] if tail.directory else []))
+        tokens = samples * s.seq_len if s.seq_len else (
+            sum(p.tokens for _, p in parts) if info else None)
+        return {"documents": documents, "samples": samples, "tokens": tokens, **more}, None
+    stats = domain_stats(shards, documents, **more)
+    if any(p.schema for _, p in parts):
+        schema = next(p.schema for _, p in parts if p.schema)
+    else:  # every unit was shorter than seq_len: only the tail has rows
+        schema = {s.token_column: asdict(ColumnSpec("fixed", dtype.name, s.seq_len))}
+    manifest = Manifest(domain=domain, shard_format=s.output_format,
+                        schema={k: ColumnSpec(**v) for k, v in schema.items()}, shards=shards,
+                        token_column=s.token_column if info else None, stats=stats,
+                        extra=extra)
+    return stats, manifest
+
+
+def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> ConvertReport:
+    """Run a conversion (see the module docstring); returns what was written."""
+    t0 = time.perf_counter()
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    info = _check(o)
+    ignored: list[str] = []
+    groups = _groups(o, ignored)
+    if ignored:
+        shown = ", ".join(ignored[:5]) + (f" … (+{len(ignored) - 5})" if len(ignored) > 5 else "")
+        say(f"mixstream-shard: ignoring {len(ignored)} file(s) with unsupported names: {shown}")
+    read = ReadOptions(o.read_bytes, o.sample_by, o.text_field)
+    schemas = [group_schema(files, read, o.text_field, o.domain_field, o.drop)
+               for _, files in groups]
+    units = plan_units(groups, o.chunk_bytes)
+    layout = ShardLayout("parquet" if o.output_format == "mds" else o.output_format,
+                         o.rows_per_block, o.blocks_per_shard, o.shard_bytes, o.compression)
+    s = ConvertSettings(
+        output=os.path.abspath(o.output), layout=layout,
+        schemas=tuple(sc for sc, _ in schemas), origins=tuple(orig for _, orig in schemas),
+        output_format=o.output_format, text_field=o.text_field, domain_field=o.domain_field,
+        drop=o.drop, keep_text=o.keep_text, tokenizer=o.tokenizer, eos_token=o.eos_token,
+        seq_len=o.seq_len, append_eos=o.append_eos, token_column=o.token_column,
+        skip_bad=o.skip_bad, read=read)
+    check_token_column(s)
+    state = _prepare_output(o, _fingerprint(o, units, info))
+
+    results: dict[int, UnitResult] = {}
+    for u in units:
+        r = _finished(state, u, s.output)
+        if r is not None:
+            results[u.index] = r
+    pending = [u for u in units if u.index not in results]
+    piece_bytes = {u.index: sum(p.disk_bytes for p in u.pieces) for u in units}
+    progress = Progress(sum(piece_bytes.values()), len(units), mode=o.progress,
+                        done_bytes=sum(piece_bytes[i] for i in results), done_units=len(results))
+    if results:
+        say(f"mixstream-shard: resuming: {len(results)} of {len(units)} units already done")
+
+    def done(r: UnitResult) -> None:
+        _write_json(_marker(state, r.index), r.to_json())
+        results[r.index] = r
+
+    try:
+        _run(pending, s, o.workers, progress, done)
+    finally:
+        progress.close()
+
+    report = ConvertReport(o.output, {}, units=len(units), resumed=len(units) - len(pending),
+                           ignored=ignored)
+    for u in units:
+        report.bad.merge(results[u.index].bad)
+    extra = _extra(o, info, groups)
+    domains: list[str] = []
+    for u in units:
+        for d in results[u.index].parts:
+            if d not in domains:
+                domains.append(d)
+    for name, _ in groups:
+        if name is not None and name not in domains:
+            raise ShardError(f"domain {name!r}: no records in its inputs (empty input)")
+    manifests = {}
+    for d in domains:
+        parts = [(u, results[u.index].parts[d]) for u in units if d in results[u.index].parts]
+        report.stats[d], m = _assemble(d, parts, s, info, extra)
+        if m is not None:
+            manifests[d] = m
+    for d, m in manifests.items():  # manifests last: a directory with one is complete
+        save_manifest(m, os.path.join(s.output, d))
+    report.manifests = manifests
+    report.seconds = time.perf_counter() - t0
+    _write_json(os.path.join(state, "report.json"),
+                {"stats": report.stats, "skipped_records": report.bad.count,
+                 "examples": report.bad.examples, "ignored_files": ignored})
+    return report
+
+
+def _extra(o: ConvertOptions, info: TokenizerInfo | None,
+           groups: list[tuple[str | None, list[InputFile]]]) -> dict[str, Any]:
+    extra: dict[str, Any] = {
+        "created_by": "mixstream-shard convert",
+        "text_field": o.text_field,
+        "inputs": [spec for _, spec in o.domains] or list(o.inputs),
+        "input_files": sum(len(files) for _, files in groups),
+    }
+    if info is not None:
+        extra["tokenizer"] = info.to_json()
+        extra["packing"] = "fixed" if o.seq_len else "document"
+        extra["seq_len"] = o.seq_len
+        extra["eos_id"] = info.eos_id
+        extra["eos_appended"] = bool(info.eos_id is not None and (o.seq_len or o.append_eos))
+    return extra

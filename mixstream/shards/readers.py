@@ -1,0 +1,259 @@
+"""Read one input piece as Arrow tables, through pyarrow (JSON Lines, Parquet, CSV) or the
+``datasets`` library (text files, JSON arrays, ``save_to_disk`` folders).
+
+Each :class:`Chunk` carries a function naming the file and line (or row) of any of its rows,
+and how many bytes of the input file on disk it covered (for progress).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from .errors import SKIP_HINT, InputError, RecordError
+from .inputs import InputFile, Piece
+from .jsonl import iter_line_chunks, line_base, parse_chunk
+from .validate import BadRecords, Locate
+
+SAMPLE_BY = ("document", "paragraph", "line")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    read_bytes: int = 8 << 20  # bytes of input per chunk
+    sample_by: str = "document"  # .txt files: one document per file, paragraph or line
+    text_field: str = "text"  # name given to the text of .txt files
+
+
+@dataclass
+class Chunk:
+    table: pa.Table
+    locate: Locate
+    disk_bytes: int  # bytes of the input file this chunk accounts for
+
+
+def _datasets() -> Any:
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def load_hf_dataset(path: str) -> Any:
+    """A ``datasets.Dataset`` saved with ``save_to_disk`` (memory-mapped, not copied)."""
+    try:
+        return _datasets().load_from_disk(path)
+    except Exception as e:  # noqa: BLE001 - datasets raises many types for broken folders
+        raise InputError(path, f"not a readable save_to_disk folder ({e})",
+                         "re-save it with Dataset.save_to_disk") from e
+
+
+def read_piece(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+               bad: BadRecords) -> Iterator[Chunk]:
+    """Tables of ``piece``'s records; JSON Lines get ``schema`` as explicit field types."""
+    kind = piece.file.kind
+    if kind == "json" and _is_json_array(piece.file):
+        kind = "json-array"
+    readers = {"jsonl": _read_jsonl, "json": _read_jsonl, "parquet": _read_parquet,
+               "csv": _read_csv, "txt": _read_txt, "hf": _read_hf, "json-array": _read_json_array}
+    yield from readers[kind](piece, schema, opts, bad)
+
+
+def _is_json_array(f: InputFile) -> bool:
+    with pa.input_stream(f.path, compression=f.compression) as s:
+        head = s.read(4096).lstrip()
+    return head.startswith(b"[")
+
+
+def _read_jsonl(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+                bad: BadRecords) -> Iterator[Chunk]:
+    path = piece.file.path
+    base: list[int] = []
+
+    def where(i: int) -> str:  # line i of the piece (0-based)
+        if not base:
+            base.append(line_base(piece))
+        return f"{path}:{base[0] + i + 1}"
+
+    ratio = 1.0
+    if piece.file.compression:  # progress in compressed bytes: scale by the observed ratio
+        ratio = piece.file.size / max(_uncompressed_estimate(piece.file), 1)
+    for chunk in iter_line_chunks(piece, opts.read_bytes):
+        table, locate = parse_chunk(chunk, schema, where, bad)
+        yield Chunk(table, locate, int(chunk.input_bytes * ratio))
+
+
+def _uncompressed_estimate(f: InputFile) -> int:
+    if f.compression == "gzip":  # ISIZE trailer: uncompressed size mod 2**32
+        with open(f.path, "rb") as fh:
+            fh.seek(max(f.size - 4, 0))
+            isize = int.from_bytes(fh.read(4), "little")
+        return isize if isize >= f.size else f.size * 4
+    if f.compression == "zstd":
+        import zstandard
+
+        with open(f.path, "rb") as fh:
+            try:
+                size = zstandard.frame_content_size(fh.read(18))
+            except zstandard.ZstdError:
+                size = -1
+        return size if size > 0 else f.size * 4
+    return f.size
+
+
+def _read_parquet(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+                  bad: BadRecords) -> Iterator[Chunk]:
+    path = piece.file.path
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise InputError(path, f"not a readable Parquet file ({e})",
+                         "check the file or remove it from the inputs") from e
+    meta = pf.metadata
+    groups = list(range(piece.start, meta.num_row_groups if piece.stop is None else piece.stop))
+    row0 = sum(meta.row_group(i).num_rows for i in range(piece.start))
+    for g in groups:
+        rg = meta.row_group(g)
+        per_row = max(rg.total_byte_size // max(rg.num_rows, 1), 1)
+        batch_rows = int(min(max(opts.read_bytes // per_row, 64), 1 << 16))
+        disk = rg.total_byte_size
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[g], use_threads=False):
+                start = row0
+
+                def locate(r: int, start: int = start) -> str:
+                    return f"{path}: row {start + r + 1}"
+
+                share = disk * batch.num_rows // max(rg.num_rows, 1)
+                yield Chunk(pa.Table.from_batches([batch]), locate, share)
+                row0 += batch.num_rows
+        except (OSError, pa.ArrowInvalid) as e:
+            raise InputError(f"{path}: row group {g}", f"unreadable ({e})",
+                             "the file is damaged; re-create it") from e
+
+
+def _read_csv(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+              bad: BadRecords) -> Iterator[Chunk]:
+    path = piece.file.path
+    problems: list[RecordError] = []
+
+    def on_invalid(row: Any) -> str:
+        err = RecordError(f"{path}: record {row.number}", f"{row.actual_columns} columns, "
+                          f"expected {row.expected_columns}", SKIP_HINT)
+        if bad.skip:
+            bad.add(err)
+            return "skip"
+        problems.append(err)
+        return "error"
+
+    types = {f.name: f.type for f in schema} if schema is not None else None
+    raw = pa.OSFile(path, "rb")
+    stream = (pa.CompressedInputStream(raw, piece.file.compression)
+              if piece.file.compression else raw)
+    rows = 0
+    try:
+        reader = pcsv.open_csv(
+            stream,
+            read_options=pcsv.ReadOptions(use_threads=False, block_size=opts.read_bytes),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+        last = 0
+        for batch in reader:
+            start = rows
+
+            def locate(r: int, start: int = start) -> str:
+                return f"{path}: record {start + r + 2}"  # +1 header, +1 one-based
+
+            pos = raw.tell()
+            yield Chunk(pa.Table.from_batches([batch]), locate, pos - last)
+            last, rows = pos, rows + batch.num_rows
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        if problems:
+            raise problems[0] from e
+        raise InputError(path, f"CSV error ({e})", "fix the file or remove it from the "
+                         "inputs") from e
+    finally:
+        raw.close()
+
+
+def _read_txt(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+              bad: BadRecords) -> Iterator[Chunk]:
+    path = piece.file.path
+    if opts.sample_by not in SAMPLE_BY:
+        raise InputError("--txt-sample-by", f"unknown mode {opts.sample_by!r}",
+                         f"use one of {SAMPLE_BY}")
+    ds = _datasets().load_dataset("text", data_files=[path], sample_by=opts.sample_by,
+                                  streaming=True, split="train").with_format("arrow")
+    rows, unit = 0, {"line": "line", "paragraph": "paragraph", "document": "document"}
+    for table in ds.iter(batch_size=4096):
+        start = rows
+
+        def locate(r: int, start: int = start) -> str:
+            return f"{path}: {unit[opts.sample_by]} {start + r + 1}"
+
+        if opts.text_field != "text":
+            table = table.rename_columns([opts.text_field])
+        rows += table.num_rows
+        yield Chunk(table, locate, 0)
+
+
+def _position(e: Exception, path: str, compression: str | None) -> str:
+    """``path:line`` from a 'position N' (byte offset) in a JSON error message, if any."""
+    m = re.search(r"position (\d+)", str(e))
+    if not m:
+        return path
+    with pa.input_stream(path, compression=compression) as s:
+        lines = s.read(int(m.group(1))).count(b"\n") + 1
+    return f"{path}:{lines}"
+
+
+def _read_json_array(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+                     bad: BadRecords) -> Iterator[Chunk]:
+    path = piece.file.path
+    ds = _datasets().load_dataset("json", data_files=[path], streaming=True,
+                                  split="train").with_format("arrow")
+    rows = 0
+    try:
+        for table in ds.iter(batch_size=4096):
+            start = rows
+
+            def locate(r: int, start: int = start) -> str:
+                return f"{path}: element {start + r + 1}"
+
+            rows += table.num_rows
+            yield Chunk(table, locate, 0)
+    except (ValueError, pa.ArrowInvalid) as e:
+        raise InputError(_position(e, path, piece.file.compression),
+                         f"malformed JSON ({e})", "fix the file (a JSON array of objects, or "
+                         "one object per line)") from e
+
+
+def _read_hf(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+             bad: BadRecords) -> Iterator[Chunk]:
+    path = piece.file.path
+    ds = load_hf_dataset(path)
+    if not hasattr(ds, "with_format") or hasattr(ds, "keys"):
+        raise InputError(path, "is not a single Dataset", "give one split folder")
+    ds = ds.with_format("arrow")
+    n = len(ds)
+    stop = n if piece.stop is None else piece.stop
+    per_row = max(piece.file.size // max(n, 1), 1)
+    step = int(min(max(opts.read_bytes // per_row, 64), 1 << 16))
+    for s in range(piece.start, stop, step):
+        e = min(s + step, stop)
+
+        def locate(r: int, s: int = s) -> str:
+            return f"{path}: row {s + r + 1}"
+
+        yield Chunk(ds[s:e], locate, per_row * (e - s))
