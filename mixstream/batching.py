@@ -26,16 +26,21 @@ def _fill_array(spec: ColumnSpec, name: str, size: int, pieces: Pieces) -> np.nd
     return out
 
 
-def _fill_list(name: str, size: int, pieces: Pieces, as_tensor: bool) -> list:
+def _fill_list(name: str, size: int, pieces: Pieces) -> list:
+    """A list column; rows of domains without this column stay None."""
     out: list = [None] * size
     for positions, parts in pieces:
         values: list = []
         for data, rows in parts:
-            col = data[name]
+            col = data.get(name)
+            if col is None:
+                break
             if isinstance(col, Ragged):
                 sub = take_column(col, rows)
                 assert isinstance(sub, Ragged)
                 values.extend(torch.from_numpy(sub.row(i)) for i in range(len(sub)))
+            elif isinstance(col, np.ndarray):
+                values.extend(torch.from_numpy(np.asarray(col[rows])).unbind(0))
             else:
                 values.extend(col[int(r)] for r in rows)
         for p, v in zip(positions.tolist(), values):
@@ -45,13 +50,18 @@ def _fill_list(name: str, size: int, pieces: Pieces, as_tensor: bool) -> list:
 
 def assemble(schema: Schema, size: int, pieces: Pieces, domain: np.ndarray,
              index: np.ndarray) -> dict:
-    """One batch dict: fixed/scalar columns as tensors, ragged as lists of tensors, others lists."""
+    """One batch dict: fixed/scalar columns as tensors, ragged as lists of tensors, others lists.
+
+    ``schema`` may be the union of several domains' columns (per-sample mode); a column some
+    domains lack becomes a list with None in their rows.
+    """
     batch: dict = {}
     for name, spec in schema.items():
-        if spec.kind in ("fixed", "scalar"):
+        everywhere = all(name in data for _, parts in pieces for data, _ in parts)
+        if spec.kind in ("fixed", "scalar") and everywhere:
             batch[name] = torch.from_numpy(_fill_array(spec, name, size, pieces))
         else:
-            batch[name] = _fill_list(name, size, pieces, spec.kind == "ragged")
+            batch[name] = _fill_list(name, size, pieces)
     batch["domain"] = torch.from_numpy(domain)
     batch["index"] = torch.from_numpy(index)
     return batch
@@ -63,7 +73,7 @@ def split_samples(batch: dict, size: int) -> Iterator[dict]:
     index = batch["index"].tolist()
     cols = [(k, v) for k, v in batch.items() if k not in ("domain", "index")]
     for i in range(size):
-        sample = {k: v[i] for k, v in cols}
+        sample = {k: v[i] for k, v in cols if v[i] is not None}
         sample["domain"] = domain[i]
         sample["index"] = index[i]
         yield sample

@@ -93,6 +93,11 @@ class MixStream(IterableDataset):
         self.domains: list[str] = list(domains)
         self._domains = [Domain(name, spec) for name, spec in domains.items()]
         self.schema = self._select_columns(columns)
+        self._union_schema = dict(self.schema)
+        if columns is None:
+            for dom in self._domains[1:]:
+                for key, spec in dom.schema.items():
+                    self._union_schema.setdefault(key, spec)
         d = len(self.domains)
         w0 = (np.full(d, 1.0 / d) if weights is None else normalize_weights(weights, self.domains))
         self.seed = int(seed)
@@ -420,7 +425,8 @@ class MixStream(IterableDataset):
                 except DomainExhausted:
                     return
                 a = g * bsz
-                batch = assemble(self.schema, bsz, pieces, dom, np.arange(a, a + bsz))
+                schema = self.schema if self.batched else self._union_schema
+                batch = assemble(schema, bsz, pieces, dom, np.arange(a, a + bsz))
                 for i, reader in readers.items():
                     if walker.cursor.weights[i] == 0:
                         reader.release()

@@ -19,8 +19,11 @@ Record = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
 def _record(batch: dict) -> Record:
+    """What identifies a batch: global indices, domains and sample ids (first row of tokens
+    when the data has no id column)."""
+    ident = batch["id"] if "id" in batch else [row[:4].tolist() for row in batch["tokens"]]
     return (tuple(batch["index"].tolist()), tuple(batch["domain"].tolist()),
-            tuple(np.asarray(batch["id"]).tolist()))
+            tuple(map(str, np.asarray(ident).tolist())))
 
 
 def run(make_stream: Callable[[], MixStream], loader_kwargs: Mapping, total: int,

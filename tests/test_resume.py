@@ -23,7 +23,7 @@ def maker(paths: dict[str, str], **kw):
 @pytest.mark.parametrize("fmt", ["native", "arrow", "parquet", "hf"])
 def test_resume_every_source_main_process(corpus, fmt):
     full = check_resume(maker(corpus[fmt]), {"batch_size": 8}, TOTAL, [0, 20, 45, 101], CHANGES)
-    ids = np.array([r[2] for r in full]).ravel()
+    ids = np.array([r[2] for r in full]).ravel().astype(np.int64)
     dom = np.array([r[1] for r in full]).ravel()
     assert (ids // 1_000_000 == dom).all()
 
@@ -55,3 +55,25 @@ def test_same_sequence_across_source_formats(corpus):
         it = iter(MixLoader(s, batch_size=16))
         seqs.append([next(it)["id"].tolist() for _ in range(20)])
     assert seqs[0] == seqs[1] == seqs[2]
+
+
+def test_resume_mds_sources_raw_zstd_and_ragged(corpus):
+    """MDS directories (written by mosaicml-streaming's MDSWriter) beside a native domain."""
+    fixtures = "tests/fixtures/mds"
+    paths = {"raw": f"{fixtures}/tokens_raw", "zstd": f"{fixtures}/tokens_zstd"}
+
+    def make() -> MixStream:
+        return MixStream(paths, weights={"raw": 0.6, "zstd": 0.4}, seed=3, shuffle_window=40,
+                         mix_block=32)
+
+    changes = {10: {"raw": 0.1, "zstd": 0.9}}
+    check_resume(make, {"batch_size": 4}, 60, [0, 10, 33], changes)
+    check_resume(make, {"batch_size": 4, "num_workers": 2}, 40, [11], changes)
+
+    ragged = {"r": f"{fixtures}/ragged", "p": f"{fixtures}/packed"}
+    stream = MixStream(ragged, seed=0, columns=None)
+    from mixstream import MixLoader
+
+    batch = next(iter(MixLoader(stream, batch_size=5, batched=False,
+                                collate_fn=lambda samples: samples)))
+    assert len(batch) == 5 and all("domain" in s for s in batch)
