@@ -68,6 +68,6 @@ class MixLoader(DataLoader):
                              **kwargs)
         self.stream = stream
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.stream._begin_iteration()
         return _Counting(super().__iter__(), self.stream)

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import domain_table, to_arrow
+
 from mixstream import MixLoader, MixStream, SourceError
 from mixstream.shards.writer import write_shards
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from resume_harness import check_resume
 
 from mixstream import MixStream
-from resume_harness import check_resume
 
 CHANGES = {20: {"a": 0.1, "b": 0.6, "c": 0.3}, 45: {"a": 0.0, "b": 0.5, "c": 0.5},
            70: {"a": 0.7, "b": 0.0, "c": 0.3}}

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import SIZES, domain_of
+
 from mixstream import MixLoader, MixStream
 from mixstream.sources.base import Source
 from mixstream.sources.native import NativeSource

@@ -39,7 +39,7 @@ class Ragged:
         return self.values[self.offsets[i] : self.offsets[i + 1]]
 
 
-Column = Union[np.ndarray, Ragged, list]
+Column = Union[np.ndarray, Ragged, list]  # noqa: UP007 (a runtime alias on Python 3.10)
 Block = dict[str, Column]
 
 

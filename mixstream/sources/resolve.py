@@ -114,7 +114,8 @@ class Domain:
         if out["tokens"] is None:
             per = [s.tokens_per_sample() for s in self.sources]
             if all(p is not None for p in per):
-                out["tokens"] = int(sum(p * s.num_samples for p, s in zip(per, self.sources)))  # type: ignore[operator]
+                out["tokens"] = int(sum(float(p or 0) * s.num_samples
+                                        for p, s in zip(per, self.sources)))
         return out
 
 
