@@ -29,17 +29,18 @@ class WeightChannel:
         self.num_domains = d
         self.capacity = capacity
         self.num_slots = 0
+        self.queue_depth = 0
         self._ring = torch.zeros((capacity, d + 1), dtype=torch.float64).share_memory_()
         self._head = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._ck_int = torch.zeros(0, dtype=torch.int64)
         self._ck_float = torch.zeros(3 * d, dtype=torch.float64).share_memory_()
 
-    def allocate_start(self, num_slots: int) -> None:
+    def allocate_start(self, num_slots: int, queue_depth: int) -> None:
         """Size the start checkpoint for ``num_slots`` readers (before workers start)."""
-        if num_slots != self.num_slots:
-            size = 4 + self.num_domains * (2 + 2 * num_slots)
+        if (num_slots, queue_depth) != (self.num_slots, self.queue_depth):
+            size = 4 + self.num_domains * (2 + num_slots * (2 + 2 * queue_depth))
             self._ck_int = torch.zeros(size, dtype=torch.int64).share_memory_()
-            self.num_slots = num_slots
+            self.num_slots, self.queue_depth = num_slots, queue_depth
 
     # numpy views are made on demand: they must not be pickled into workers
     def _np(self, t: torch.Tensor) -> np.ndarray:
@@ -84,19 +85,24 @@ class WeightChannel:
             raise ValueError(f"start checkpoint for {claims.held.shape[0]} readers, channel has {s}")
         ints = self._np(self._ck_int)
         ints[:4] = (start_batch, mix.chunk_start, mix.entry_from, read_from)
-        parts = (mix.counts, claims.claimed, claims.held.ravel(), claims.offset.ravel())
+        if claims.queue.shape[2] != self.queue_depth:
+            raise ValueError("start checkpoint queue depth differs from the channel's")
+        parts = (mix.counts, claims.claimed, claims.held.ravel(), claims.offset.ravel(),
+                 claims.queue.ravel())
         ints[4:] = np.concatenate(parts)
         floats = self._np(self._ck_float)
         floats[:] = np.concatenate((mix.entry_weights, mix.entry_targets, mix.entry_base))
 
-    def read_start(self) -> tuple[int, MixCheckpoint, np.ndarray, np.ndarray, np.ndarray, int]:
-        """(start batch, mixture checkpoint, claimed, held, offset, first weight entry to read)."""
-        d, s = self.num_domains, self.num_slots
+    def read_start(self) -> tuple[int, MixCheckpoint, list[np.ndarray], int]:
+        """(start batch, mixture checkpoint, [claimed, held, offset, queue], first entry to read)."""
+        d, s, q = self.num_domains, self.num_slots, self.queue_depth
         ints = self._np(self._ck_int).copy()
         floats = self._np(self._ck_float).copy()
         mix = MixCheckpoint(int(ints[1]), ints[4 : 4 + d], int(ints[2]), floats[:d],
                             floats[d : 2 * d], floats[2 * d :])
-        claimed = ints[4 + d : 4 + 2 * d]
-        held = ints[4 + 2 * d : 4 + 2 * d + s * d].reshape(s, d)
-        offset = ints[4 + 2 * d + s * d :].reshape(s, d)
-        return int(ints[0]), mix, claimed, held, offset, int(ints[3])
+        at = 4 + d
+        claimed = ints[at : at + d]
+        held = ints[at + d : at + d + s * d].reshape(s, d)
+        offset = ints[at + d + s * d : at + d + 2 * s * d].reshape(s, d)
+        queue = ints[at + d + 2 * s * d :].reshape(s, d, q, 2)
+        return int(ints[0]), mix, [claimed, held, offset, queue], int(ints[3])

@@ -197,20 +197,15 @@ class MixStream(IterableDataset):
                                  f"num_workers={self.num_workers}; it cannot change to "
                                  f"{batch_size}, {num_workers} mid-run")
             self._tracker = None
-        if self._resume is not None:
-            for key, value in (("batch_size", batch_size), ("num_workers", num_workers)):
-                if self._resume[key] != value:
-                    raise ValueError(f"the loaded checkpoint was taken with {key}="
-                                     f"{self._resume[key]}; this loader has {key}={value}: resume "
-                                     f"with the same batch size and number of workers")
         if batched:
             self._check_batchable()
         self.batch_size, self.num_workers = batch_size, num_workers
         self.prefetch_depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
         self.batched = batched
         if self._tracker is None:
-            self._channel.allocate_start(self._topology().num_slots)
             self._tracker = self._new_tracker()
+            claims = self._tracker.walker.claims
+            self._channel.allocate_start(claims.held.shape[0], claims.queue.shape[2])
         self._begin_iteration()
 
     def bind_loader(self, loader: torch.utils.data.DataLoader) -> None:
@@ -236,18 +231,37 @@ class MixStream(IterableDataset):
     def _new_tracker(self) -> PositionTracker:
         topo = self._topology()
         r = self._resume or {}
+        self._resume = None
         mix = r.get("mix") or MixCheckpoint.initial(self._log.entries[0].weights)
         pending = [(e.from_sample, e.weights) for e in self._log.entries
                    if e.from_sample > mix.chunk_start]
-        self._resume = None
-        claims = self._claim_book(topo.num_slots, r.get("claimed"), r.get("held"), r.get("offset"))
+        if not r:
+            claims = self._claim_book(topo.num_slots)
+        else:
+            old = Topology(r["batch_size"], r["world_size"], r["num_workers"])
+            claims = self._claim_book(old.num_slots, *r["claims"])
+            if (old.batch_size, old.world_size, old.num_workers) != (
+                    topo.batch_size, topo.world_size, topo.num_workers):
+                claims = self._elastic(old, topo, claims)
         return PositionTracker(seed=self.seed, block=self.mix_block, topology=topo, claims=claims,
                                mix=mix, pending=pending, batch=self._consumed)
 
+    def _elastic(self, old: Topology, new: Topology, claims: ClaimBook) -> ClaimBook:
+        """Resume a checkpoint under another topology (see ClaimBook.remap)."""
+        done = self._consumed * old.world_size * old.batch_size
+        step = new.world_size * new.batch_size
+        if done % step:
+            raise ValueError(f"the checkpoint stopped after {done} samples, which is not a whole "
+                             f"number of global batches of {new.world_size} ranks x batch_size "
+                             f"{new.batch_size}; keep the global batch size ({old.world_size} x "
+                             f"{old.batch_size}) or use one that divides {done}")
+        self._consumed = done // step
+        return claims.remap(new.num_slots)
+
     def _claim_book(self, num_slots: int, claimed: Any = None, held: Any = None,
-                    offset: Any = None) -> ClaimBook:
+                    offset: Any = None, queue: Any = None) -> ClaimBook:
         sizes = np.asarray([d.num_samples for d in self._domains])
-        return ClaimBook(np.asarray(self.windows), sizes, num_slots, claimed, held, offset)
+        return ClaimBook(np.asarray(self.windows), sizes, num_slots, claimed, held, offset, queue)
 
     def _begin_iteration(self) -> None:
         """Publish where the next iteration starts (before DataLoader workers (re)start)."""
@@ -319,6 +333,7 @@ class MixStream(IterableDataset):
             "claimed": self._tracker.walker.claims.claimed.tolist(),
             "held": self._tracker.walker.claims.held.tolist(),
             "offset": self._tracker.walker.claims.offset.tolist(),
+            "queue": self._tracker.walker.claims.queue.tolist(),
             "attached": [obj.state_dict() for obj in self._attached],
         }
 
@@ -329,30 +344,26 @@ class MixStream(IterableDataset):
         if [list(x) for x in state["domains"]] != mine:
             raise ValueError(f"checkpoint domains {state['domains']} do not match this stream's "
                              f"{mine} (names and sample counts must be equal)")
-        expect = {"seed": self.seed, "world_size": self.world_size, "rank": self.rank,
-                  "mix_block": self.mix_block, "windows": list(self.windows),
+        expect = {"seed": self.seed, "mix_block": self.mix_block, "windows": list(self.windows),
                   "shuffle": self.shuffle}
         for key, value in expect.items():
             if state[key] != value:
                 raise ValueError(f"checkpoint has {key}={state[key]!r} but this stream has "
                                  f"{value!r}; create the stream with the same settings")
-        for key in ("batch_size", "num_workers"):
-            mine_v = getattr(self, key)
-            if self._tracker is not None and state[key] != mine_v:
-                raise ValueError(f"checkpoint was taken with {key}={state[key]}, this loader has "
-                                 f"{mine_v}; resume with the same batch size and number of workers")
         self._log = WeightLog.from_json(state["weight_log"])
         self._consumed = int(state["consumed_batches"])
         self._resume = {
             "batch_size": int(state["batch_size"]),
             "num_workers": int(state["num_workers"]),
+            "world_size": int(state["world_size"]),
             "mix": MixCheckpoint.from_json(state["mix"]),
-            "claimed": np.asarray(state["claimed"], dtype=np.int64),
-            "held": np.asarray(state["held"], dtype=np.int64),
-            "offset": np.asarray(state["offset"], dtype=np.int64),
+            "claims": [np.asarray(state[k], dtype=np.int64)
+                       for k in ("claimed", "held", "offset", "queue")],
         }
-        if self._tracker is not None:
+        if self._tracker is not None:  # already bound: rebuild (elastic if the topology differs)
             self._tracker = self._new_tracker()
+            claims = self._tracker.walker.claims
+            self._channel.allocate_start(claims.held.shape[0], claims.queue.shape[2])
         attached = state.get("attached", [])
         if len(attached) != len(self._attached):
             raise ValueError(f"checkpoint has {len(attached)} attached states, this stream has "
@@ -406,8 +417,8 @@ class MixStream(IterableDataset):
         assert self.batch_size is not None
         topo = self._topology()
         bsz = self.batch_size
-        start, mix, claimed, held, offset, next_entry = self._channel.read_start()
-        claims = self._claim_book(topo.num_slots, claimed, held, offset)
+        start, mix, book, next_entry = self._channel.read_start()
+        claims = self._claim_book(topo.num_slots, *book)
         walker = Walker(seed=self.seed, block=self.mix_block, topology=topo, claims=claims,
                         mix=mix, pending=[], next_batch=start * topo.world_size)
         executor = ThreadPoolExecutor(1, thread_name_prefix="mixstream") if self.prefetch else None

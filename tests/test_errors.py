@@ -143,15 +143,19 @@ def test_late_weight_change_in_a_worker_raises_not_diverges(tmp_path):
 def test_checkpoint_from_other_data_is_refused(tmp_path):
     a, b = str(native_dir(tmp_path, "a")), str(native_dir(tmp_path, "b", n=150))
     stream = MixStream({"a": a, "b": b})
-    MixLoader(stream, batch_size=4)
+    it = iter(MixLoader(stream, batch_size=4))
+    for _ in range(3):
+        next(it)
     state = stream.state_dict()
     other = MixStream({"a": a, "b": a})
     with pytest.raises(ValueError, match=r"do not match"):
         other.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"seed=0 but this stream has 5"):
+        MixStream({"a": a, "b": b}, seed=5).load_state_dict(state)
     resumed = MixStream({"a": a, "b": b})
     resumed.load_state_dict(state)
-    with pytest.raises(ValueError, match=r"num_workers=0.*num_workers=2"):
-        MixLoader(resumed, batch_size=4, num_workers=2)
+    with pytest.raises(ValueError, match=r"after 12 samples.*batch_size 5"):
+        MixLoader(resumed, batch_size=5)
 
 
 def test_remote_url_not_supported_yet():

@@ -50,7 +50,6 @@ def _plot_run(axes: Sequence[Any], recs: list[dict], title: str, x: str, realise
     ax.set_xlim(xs[0], xs[-1] if xs[-1] > xs[0] else xs[0] + 1)
     ax.set_ylabel("sampling weight")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=7, ncol=min(4, len(domains)), framealpha=0.6)
     steps = [r for r in recs if r.get("event") == "step"]
     sx = np.asarray([r["samples" if x == "samples" else "step"] for r in steps], dtype=float)
     row = 1
@@ -78,6 +77,7 @@ def _plot_run(axes: Sequence[Any], recs: list[dict], title: str, x: str, realise
             if pts:
                 ax.plot(*zip(*pts, strict=True), ls="none", marker="o", ms=3, color=c)
     ax.set_ylabel("train loss (EMA)" + (", val (dots)" if vals and x == "step" else ""))
+    ax.legend(loc="upper right", fontsize=7, ncol=2 if len(domains) > 4 else 1, framealpha=0.7)
     ax.set_xlabel("global samples" if x == "samples" else "step")
     ax.grid(alpha=0.3)
 

@@ -96,127 +96,128 @@ def fit_huber_lbfgs(
     n_train = y.shape[0] - valid_split
     x_tr, y_tr, x_va, y_va = xt[:n_train], yt[:n_train], xt[n_train:], yt[n_train:]
 
-    def value_and_grad(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        th = theta.detach().requires_grad_(True)
-        f = _huber_per_start(model(th, x_tr), y_tr, delta).sum(dim=1)
-        (g,) = torch.autograd.grad(f.sum(), th)
-        f, g = f.detach(), g.detach()
-        bad = ~torch.isfinite(f) | ~torch.isfinite(g).all(dim=1)
-        f = torch.where(bad, torch.full_like(f, torch.inf), f)
-        g = torch.where(bad[:, None], torch.zeros_like(g), g)
+    # torch evaluates the model (and its gradient by autograd); the L-BFGS bookkeeping is numpy
+    def value_and_grad(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        th = torch.from_numpy(theta).requires_grad_(True)
+        fv = _huber_per_start(model(th, x_tr), y_tr, delta).sum(dim=1)
+        (gv,) = torch.autograd.grad(fv.sum(), th)
+        f, g = fv.detach().numpy().copy(), gv.numpy().copy()
+        bad = ~np.isfinite(f) | ~np.isfinite(g).all(axis=1)
+        f[bad], g[bad] = np.inf, 0.0
         return f, g
 
-    @torch.no_grad()
-    def value(theta: torch.Tensor) -> torch.Tensor:
-        f = _huber_per_start(model(theta, x_tr), y_tr, delta).sum(dim=1)
-        return torch.where(torch.isfinite(f), f, torch.full_like(f, torch.inf))
+    def value(theta: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            f = _huber_per_start(model(torch.from_numpy(theta), x_tr), y_tr, delta).sum(dim=1)
+        out = f.numpy().copy()
+        out[~np.isfinite(out)] = np.inf
+        return out
 
-    @torch.no_grad()
-    def selection(theta: torch.Tensor) -> torch.Tensor:
-        if valid_split > 1:
-            s = _huber_per_start(model(theta, x_va), y_va, delta).mean(dim=1)
-        elif valid_split == 1:
-            pred = model(theta, x_va)
-            s = ((pred - y_va.expand_as(pred)) ** 2).reshape(pred.shape[0], -1).mean(dim=1)
-        else:
-            s = _huber_per_start(model(theta, x_tr), y_tr, delta).mean(dim=1)
-        return torch.where(torch.isfinite(s), s, torch.full_like(s, torch.inf))
+    def selection(theta: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            pred = model(torch.from_numpy(theta), x_va if valid_split else x_tr)
+            if valid_split > 1:
+                sv = _huber_per_start(pred, y_va, delta).mean(dim=1)
+            elif valid_split == 1:
+                sv = ((pred - y_va.expand_as(pred)) ** 2).reshape(pred.shape[0], -1).mean(dim=1)
+            else:
+                sv = _huber_per_start(pred, y_tr, delta).mean(dim=1)
+        out = sv.numpy().copy()
+        out[~np.isfinite(out)] = np.inf
+        return out
 
-    theta = torch.from_numpy(inits.copy())
+    theta = inits.copy()
     n_starts, n_params = theta.shape
     m = history_size
-    s_hist = torch.zeros(n_starts, m, n_params, dtype=torch.float64)
-    y_hist = torch.zeros_like(s_hist)
-    rho = torch.zeros(n_starts, m, dtype=torch.float64)
-    count = torch.zeros(n_starts, dtype=torch.long)  # valid pairs stored (<= m)
-    head = torch.zeros(n_starts, dtype=torch.long)  # next slot of each ring buffer
+    s_hist = np.zeros((n_starts, m, n_params))
+    y_hist = np.zeros((n_starts, m, n_params))
+    rho = np.zeros((n_starts, m))
+    count = np.zeros(n_starts, dtype=np.int64)  # valid pairs stored (<= m)
+    head = np.zeros(n_starts, dtype=np.int64)  # next slot of each ring buffer
 
     f, g = value_and_grad(theta)
-    alive = torch.isfinite(f)  # starts that produced a finite loss stay candidates
-    done = ~alive | (g.abs().amax(dim=1) <= tolerance_grad)  # converged (or dead) for good
-    best_sel = torch.full((n_starts,), torch.inf, dtype=torch.float64)
-    best_theta = theta.clone()
+    alive = np.isfinite(f)  # starts that produced a finite loss stay candidates
+    done = ~alive | (np.abs(g).max(axis=1) <= tolerance_grad)  # converged (or dead) for good
+    best_sel = np.full(n_starts, np.inf)
+    best_theta = theta.copy()
+    lags = np.arange(m)
 
-    def direction(idx: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def direction(idx: np.ndarray, g: np.ndarray) -> np.ndarray:
         """L-BFGS two-loop recursion for the starts ``idx`` (gradients ``g``)."""
-        sh, yh, rh = s_hist[idx], y_hist[idx], rho[idx]
-        cnt, hd = count[idx], head[idx]
-        ar = torch.arange(idx.numel())
-        q = g.clone()
-        saved = []
-        for k in range(m):  # newest to oldest
-            j = (hd - 1 - k) % m
-            ok = (k < cnt).to(torch.float64)
-            sj, yj, rj = sh[ar, j], yh[ar, j], rh[ar, j] * ok
-            a = rj * (sj * q).sum(dim=1)
-            q = q - a[:, None] * yj
-            saved.append((a, sj, yj, rj))
-        newest = (hd - 1) % m
-        sy = (sh[ar, newest] * yh[ar, newest]).sum(dim=1)
-        yy = (yh[ar, newest] ** 2).sum(dim=1)
-        gamma = torch.where(cnt > 0, sy / yy.clamp_min(1e-300), torch.ones_like(sy))
+        cnt = count[idx]
+        order = (head[idx][:, None] - 1 - lags[None, :]) % m  # newest first
+        rows = idx[:, None]
+        sh, yh = s_hist[rows, order], y_hist[rows, order]  # [a, m, P]
+        rh = rho[rows, order] * (lags[None, :] < cnt[:, None])
+        q = g.copy()
+        alpha = np.zeros_like(rh)
+        for k in range(m):
+            alpha[:, k] = rh[:, k] * np.einsum("ap,ap->a", sh[:, k], q)
+            q -= alpha[:, k, None] * yh[:, k]
+        sy = np.einsum("ap,ap->a", sh[:, 0], yh[:, 0])
+        yy = np.einsum("ap,ap->a", yh[:, 0], yh[:, 0])
+        gamma = np.where(cnt > 0, sy / np.maximum(yy, 1e-300), 1.0)
         r = q * gamma[:, None]
-        for a, sj, yj, rj in reversed(saved):  # oldest to newest
-            b = rj * (yj * r).sum(dim=1)
-            r = r + sj * (a - b)[:, None]
-        scale = torch.clamp(1.0 / g.abs().sum(dim=1).clamp_min(1e-300), max=1.0)
-        return torch.where((cnt == 0)[:, None], -g * scale[:, None], -r)
+        for k in range(m - 1, -1, -1):
+            beta = rh[:, k] * np.einsum("ap,ap->a", yh[:, k], r)
+            r += sh[:, k] * (alpha[:, k] - beta)[:, None]
+        scale = np.minimum(1.0 / np.maximum(np.abs(g).sum(axis=1), 1e-300), 1.0)
+        return np.where((cnt == 0)[:, None], -g * scale[:, None], -r)
 
     for _ in range(max_step):
         for _ in range(max_iter):
-            idx = (~done).nonzero().squeeze(1)
-            if idx.numel() == 0:
+            idx = np.flatnonzero(~done)
+            if idx.size == 0:
                 break
             th, fa, ga = theta[idx], f[idx], g[idx]
             d = direction(idx, ga)
-            gtd = (ga * d).sum(dim=1)
+            gtd = np.einsum("ap,ap->a", ga, d)
             uphill = gtd >= 0  # numerical breakdown: restart from steepest descent
-            if bool(uphill.any()):
+            if uphill.any():
                 count[idx[uphill]] = 0
-                d = torch.where(uphill[:, None], -ga, d)
-                gtd = (ga * d).sum(dim=1)
-            step = torch.ones(idx.numel(), dtype=torch.float64)
-            pending = torch.ones(idx.numel(), dtype=torch.bool)
-            new_th, new_f = th.clone(), fa.clone()
+                d[uphill] = -ga[uphill]
+                gtd = np.einsum("ap,ap->a", ga, d)
+            step = np.ones(idx.size)
+            pending = np.ones(idx.size, dtype=bool)
+            new_th, new_f = th.copy(), fa.copy()
             for _ in range(max_line_search):  # Armijo backtracking on the pending starts
-                pi = pending.nonzero().squeeze(1)
+                pi = np.flatnonzero(pending)
                 cand = th[pi] + step[pi, None] * d[pi]
                 fc = value(cand)
                 ok = fc <= fa[pi] + 1e-4 * step[pi] * gtd[pi]
                 new_th[pi[ok]], new_f[pi[ok]] = cand[ok], fc[ok]
                 pending[pi[ok]] = False
-                if not bool(pending.any()):
+                if not pending.any():
                     break
                 step[pi[~ok]] *= 0.5
             done[idx[pending]] = True  # no decrease along a descent direction: converged
             moved = ~pending
             mi = idx[moved]
-            if mi.numel() == 0:
+            if mi.size == 0:
                 continue
             f2, g2 = value_and_grad(new_th[moved])
             s_vec, y_vec = new_th[moved] - theta[mi], g2 - g[mi]
-            sy = (s_vec * y_vec).sum(dim=1)
+            sy = np.einsum("ap,ap->a", s_vec, y_vec)
             store = sy > 1e-10
             si, slot = mi[store], head[mi[store]]
             s_hist[si, slot], y_hist[si, slot] = s_vec[store], y_vec[store]
             rho[si, slot] = 1.0 / sy[store]
             head[si] = (slot + 1) % m
-            count[si] = (count[si] + 1).clamp(max=m)
-            small = ((f[mi] - f2).abs() < tolerance_change) | (
-                (step[moved, None] * d[moved]).abs().amax(dim=1) <= tolerance_change)
+            count[si] = np.minimum(count[si] + 1, m)
+            small = (np.abs(f[mi] - f2) < tolerance_change) | (
+                np.abs(step[moved, None] * d[moved]).max(axis=1) <= tolerance_change)
             theta[mi], f[mi], g[mi] = new_th[moved], f2, g2
-            done[mi] = small | (g2.abs().amax(dim=1) <= tolerance_grad)
+            done[mi] = small | (np.abs(g2).max(axis=1) <= tolerance_grad)
         sel = selection(theta)
         better = alive & (sel <= best_sel)
-        best_sel = torch.where(better, sel, best_sel)
-        best_theta = torch.where(better[:, None], theta, best_theta)
-        if bool(done.all()):
+        best_sel[better] = sel[better]
+        best_theta[better] = theta[better]
+        if done.all():
             break  # later outer steps would score the same parameters again
 
-    if not bool(torch.isfinite(best_sel).any()):
+    if not np.isfinite(best_sel).any():
         raise ValueError("no start produced a finite loss; check the data and the initial values")
-    winner = int(torch.argmin(best_sel))  # first minimum wins ties
-    params = best_theta[winner : winner + 1]
-    train = float(value(params)[0])
-    return FitResult(params=params[0].numpy().copy(), selection_loss=float(best_sel[winner]),
-                     train_loss=train, start=winner)
+    winner = int(np.argmin(best_sel))  # first minimum wins ties
+    params = best_theta[winner : winner + 1].copy()
+    return FitResult(params=params[0], selection_loss=float(best_sel[winner]),
+                     train_loss=float(value(params)[0]), start=winner)

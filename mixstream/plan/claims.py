@@ -24,13 +24,18 @@ Piece = tuple[int, int, int]
 
 
 class ClaimBook:
-    """Claim counters per domain; window held and offset in it per (slot, domain)."""
+    """Claim counters per domain; window held and offset in it per (slot, domain).
+
+    ``queue[slot, domain]`` lists partly read windows ``(window, offset)`` that a slot serves
+    before claiming new ones; it is only filled by :meth:`remap` (elastic resume).
+    """
 
     def __init__(self, windows: np.ndarray, num_samples: np.ndarray, num_slots: int,
                  claimed: np.ndarray | None = None, held: np.ndarray | None = None,
-                 offset: np.ndarray | None = None):
+                 offset: np.ndarray | None = None, queue: np.ndarray | None = None):
         self.windows = np.asarray(windows, dtype=np.int64)
         n = np.asarray(num_samples, dtype=np.int64)
+        self.num_samples = n
         if (self.windows < 1).any() or (self.windows > n).any():
             raise ValueError("every window must hold between 1 and the domain's sample count")
         self.per_epoch = -(-n // self.windows)
@@ -42,6 +47,8 @@ class ClaimBook:
                      else np.asarray(held, np.int64).reshape(shape).copy())
         self.offset = (np.zeros(shape, np.int64) if offset is None
                        else np.asarray(offset, np.int64).reshape(shape).copy())
+        q = np.zeros((num_slots, d, 0, 2), np.int64) if queue is None else np.asarray(queue, np.int64)
+        self.queue = q.reshape(num_slots, d, -1, 2).copy()
 
     def size(self, domain: int, window: int) -> int:
         last = window % self.per_epoch[domain] == self.per_epoch[domain] - 1
@@ -73,12 +80,53 @@ class ClaimBook:
             held = int(self.held[slot, domain])
             off = int(self.offset[slot, domain])
             if held < 0 or off == self.size(domain, held):
-                held = int(self.claimed[domain])
-                self.claimed[domain] += 1
+                held, off = self._next_window(slot, domain)
                 self.held[slot, domain] = held
-                off = 0
             k = min(n, self.size(domain, held) - off)
             out.append((held, off, k))
             self.offset[slot, domain] = off + k
             n -= k
         return out
+
+    def _next_window(self, slot: int, domain: int) -> tuple[int, int]:
+        q = self.queue[slot, domain]
+        if q.shape[0] and q[0, 0] >= 0:  # a partly read window handed over by remap()
+            window, off = int(q[0, 0]), int(q[0, 1])
+            q[:-1] = q[1:].copy()
+            q[-1] = -1
+            return window, off
+        window = int(self.claimed[domain])
+        self.claimed[domain] += 1
+        return window, 0
+
+    def open_windows(self) -> list[list[tuple[int, int]]]:
+        """Per domain, the partly read windows ``(window, offset)`` in slot order."""
+        out: list[list[tuple[int, int]]] = [[] for _ in self.windows]
+        for slot in range(self.held.shape[0]):
+            for d in range(len(self.windows)):
+                h, o = int(self.held[slot, d]), int(self.offset[slot, d])
+                if h >= 0 and o < self.size(d, h):
+                    out[d].append((h, o))
+                for w, off in self.queue[slot, d]:
+                    if w >= 0:
+                        out[d].append((int(w), int(off)))
+        return out
+
+    def remap(self, num_slots: int) -> ClaimBook:
+        """The same claims for ``num_slots`` readers (elastic resume).
+
+        Claim counters are kept; every partly read window is handed to a new slot (the ``i``-th
+        open window of a domain to slot ``i mod num_slots``), so no sample of a claimed window is
+        lost or served twice. Which slot serves a sample changes, so the exact order within
+        batches does not survive a change of topology; the mixture sequence does.
+        """
+        open_ = self.open_windows()
+        depth = max([-(-len(ws) // num_slots) for ws in open_] + [1])
+        queue = np.full((num_slots, len(self.windows), depth, 2), -1, np.int64)
+        fill = np.zeros((num_slots, len(self.windows)), np.int64)
+        for d, ws in enumerate(open_):
+            for i, (w, off) in enumerate(ws):
+                slot = i % num_slots
+                queue[slot, d, fill[slot, d]] = (w, off)
+                fill[slot, d] += 1
+        return ClaimBook(self.windows, self.num_samples, num_slots, self.claimed, queue=queue)

@@ -360,7 +360,6 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
                            ignored=ignored)
     for u in units:
         report.bad.merge(results[u.index].bad)
-    extra = _extra(o, info, groups)
     domains: list[str] = []
     for u in units:
         for d in results[u.index].parts:
@@ -372,7 +371,7 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
     manifests = {}
     for d in domains:
         parts = [(u, results[u.index].parts[d]) for u in units if d in results[u.index].parts]
-        report.stats[d], m = _assemble(d, parts, s, info, extra)
+        report.stats[d], m = _assemble(d, parts, s, info, _extra(o, info, groups, d))
         if m is not None:
             manifests[d] = m
     for d, m in manifests.items():  # manifests last: a directory with one is complete
@@ -386,13 +385,17 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
 
 
 def _extra(o: ConvertOptions, info: TokenizerInfo | None,
-           groups: list[tuple[str | None, list[InputFile]]]) -> dict[str, Any]:
+           groups: list[tuple[str | None, list[InputFile]]], domain: str) -> dict[str, Any]:
+    """What the manifest's ``extra`` records about how ``domain`` was made."""
+    files = [f for name, fs in groups if name in (None, domain) for f in fs]
     extra: dict[str, Any] = {
         "created_by": "mixstream-shard convert",
         "text_field": o.text_field,
-        "inputs": [spec for _, spec in o.domains] or list(o.inputs),
-        "input_files": sum(len(files) for _, files in groups),
+        "inputs": [spec for name, spec in o.domains if name == domain] or list(o.inputs),
+        "input_files": len(files),
     }
+    if o.domain_field:
+        extra["domain_field"] = o.domain_field
     if info is not None:
         extra["tokenizer"] = info.to_json()
         extra["packing"] = "fixed" if o.seq_len else "document"

@@ -21,6 +21,7 @@ from .validate import BadRecords, Locate
 
 GROUP_LINES = 256
 _ROW = re.compile(r"\s*in row \d+\s*$")
+_TYPE = re.compile(r"JSON parse error: Column\(/?([^)]*)\) changed from (\w+) to (\w+)")
 
 
 @dataclass
@@ -110,7 +111,12 @@ def _read(data: bytes, schema: pa.Schema | None) -> pa.Table:
 
 
 def _problem(e: Exception) -> str:
-    msg = _ROW.sub("", str(e)).replace("Column() changed from object to", "not a JSON object but")
+    msg = _ROW.sub("", str(e))
+    m = _TYPE.search(msg)
+    if m and not m.group(1):
+        return f"not a JSON object (a JSON {m.group(3)})"
+    if m:
+        return f"field {m.group(1)!r} is a {m.group(3)}, other records have a {m.group(2)}"
     return f"malformed JSON ({msg})"
 
 

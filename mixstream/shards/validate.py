@@ -57,20 +57,26 @@ def drop_rows(table: pa.Table, rows: Iterable[int]) -> pa.Table:
     return table.filter(pa.array(keep))
 
 
+def _report(errors: list[tuple[int, RecordError]], bad: BadRecords) -> set[int]:
+    """Hand bad records to ``bad`` in row order; returns their rows."""
+    for _, err in sorted(errors, key=lambda x: x[0]):
+        bad.add(err)
+    return {r for r, _ in errors}
+
+
 def check_fields(table: pa.Table, allowed: list[str], origin: str, locate: Locate,
                  bad: BadRecords) -> pa.Table:
     """Remove fields outside ``allowed`` (records that use one are bad records)."""
     extra = [n for n in table.column_names if n not in allowed]
-    rows: set[int] = set()
+    errors: list[tuple[int, RecordError]] = []
     for name in extra:
         col = table.column(name)
         hits = _rows(pc.is_valid(col)) if not pa.types.is_null(col.type) else np.empty(0, int)
-        for r in hits:
-            bad.add(RecordError(locate(int(r)), f"field {name!r} is not among the fields of "
-                                f"{origin} ({', '.join(allowed)})",
-                                f"drop it with --drop {name}, {SKIP_HINT}"))
-            rows.add(int(r))
-    return drop_rows(table.drop_columns(extra), rows)
+        errors.extend((int(r), RecordError(
+            locate(int(r)), f"field {name!r} is not among the fields of {origin} "
+            f"({', '.join(allowed)})", f"drop it with --drop {name}, {SKIP_HINT}"))
+            for r in hits)
+    return drop_rows(table.drop_columns(extra), _report(errors, bad))
 
 
 def check_text(table: pa.Table, text_field: str, where: str, locate: Locate,
@@ -102,18 +108,16 @@ def split_domains(table: pa.Table, domain_field: str, where: str, locate: Locate
     col = table.column(domain_field)
     if not pa.types.is_string(col.type):
         col = col.cast(pa.string())
-    bad_rows = set(_rows(pc.is_null(col)).tolist())
-    for r in sorted(bad_rows):
-        bad.add(RecordError(locate(r), f"record has no {domain_field!r} field (--domain-field)",
-                            SKIP_HINT))
+    errors = [(int(r), RecordError(locate(int(r)), f"record has no {domain_field!r} field "
+                                   f"(--domain-field)", SKIP_HINT))
+              for r in _rows(pc.is_null(col))]
     values = [v for v in pc.unique(col).to_pylist() if v is not None]
     for v in values:
         if not DOMAIN_NAME.match(v):
-            for r in _rows(pc.equal(col, v)):
-                bad.add(RecordError(locate(int(r)), f"domain {v!r} is not a valid directory "
-                                    f"name (letters, digits, '.', '_', '-')",
-                                    f"clean the {domain_field!r} field, {SKIP_HINT}"))
-                bad_rows.add(int(r))
-    keep = drop_rows(table, bad_rows)
+            errors.extend((int(r), RecordError(
+                locate(int(r)), f"domain {v!r} is not a valid directory name (letters, digits, "
+                f"'.', '_', '-')", f"clean the {domain_field!r} field, {SKIP_HINT}"))
+                for r in _rows(pc.equal(col, v)))
+    keep = drop_rows(table, _report(errors, bad))
     kcol = keep.column(domain_field).cast(pa.string())
     return {v: keep.filter(pc.equal(kcol, v)) for v in sorted(values) if DOMAIN_NAME.match(v)}
