@@ -38,7 +38,7 @@ class WeightChannel:
     def allocate_start(self, num_slots: int, queue_depth: int) -> None:
         """Size the start checkpoint for ``num_slots`` readers (before workers start)."""
         if (num_slots, queue_depth) != (self.num_slots, self.queue_depth):
-            size = 4 + self.num_domains * (2 + num_slots * (2 + 2 * queue_depth))
+            size = 4 + self.num_domains * (2 + num_slots * (3 + 2 * queue_depth))
             self._ck_int = torch.zeros(size, dtype=torch.int64).share_memory_()
             self.num_slots, self.queue_depth = num_slots, queue_depth
 
@@ -88,13 +88,14 @@ class WeightChannel:
         if claims.queue.shape[2] != self.queue_depth:
             raise ValueError("start checkpoint queue depth differs from the channel's")
         parts = (mix.counts, claims.claimed, claims.held.ravel(), claims.offset.ravel(),
-                 claims.queue.ravel())
+                 claims.queue.ravel(), claims.reserved.ravel())
         ints[4:] = np.concatenate(parts)
         floats = self._np(self._ck_float)
         floats[:] = np.concatenate((mix.entry_weights, mix.entry_targets, mix.entry_base))
 
     def read_start(self) -> tuple[int, MixCheckpoint, list[np.ndarray], int]:
-        """(start batch, mixture checkpoint, [claimed, held, offset, queue], first entry to read)."""
+        """(start batch, mixture checkpoint, [claimed, held, offset, queue, reserved], first entry
+        to read)."""
         d, s, q = self.num_domains, self.num_slots, self.queue_depth
         ints = self._np(self._ck_int).copy()
         floats = self._np(self._ck_float).copy()
@@ -104,5 +105,7 @@ class WeightChannel:
         claimed = ints[at : at + d]
         held = ints[at + d : at + d + s * d].reshape(s, d)
         offset = ints[at + d + s * d : at + d + 2 * s * d].reshape(s, d)
-        queue = ints[at + d + 2 * s * d :].reshape(s, d, q, 2)
-        return int(ints[0]), mix, [claimed, held, offset, queue], int(ints[3])
+        at += d + 2 * s * d
+        queue = ints[at : at + s * d * q * 2].reshape(s, d, q, 2)
+        reserved = ints[at + s * d * q * 2 :].reshape(s, d)
+        return int(ints[0]), mix, [claimed, held, offset, queue, reserved], int(ints[3])

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .plan.claims import ClaimBook, Piece
-from .plan.order import block_order, epoch_spans, window_permutation
+from .plan.claims import Piece
+from .plan.order import WindowGeometry, window_permutation
 from .sources.base import Block, concat_blocks, slice_block
 from .sources.resolve import Domain
 
@@ -32,30 +32,18 @@ class Window:
 
 
 class DomainReader:
-    def __init__(self, domain: Domain, domain_id: int, *, seed: int, book: ClaimBook,
-                 shuffle: bool, epochs: int | None, executor: Executor | None, stride: int):
+    def __init__(self, domain: Domain, domain_id: int, *, seed: int, geometry: WindowGeometry,
+                 shuffle: bool, epochs: int | None, executor: Executor | None):
         self.domain = domain
         self.domain_id = domain_id
         self.seed = seed
         self.shuffle = shuffle
         self.epochs = epochs
-        self.book = book  # window geometry (sizes, bounds) of this domain
+        self.geometry = geometry
         self.executor = executor
-        self.stride = stride  # windows between this slot's successive claims, roughly
         self._current: Window | None = None
         self._pending: dict[int, Future] = {}
-        self._orders: dict[int, np.ndarray] = {}
         self._last_block: tuple[int, Block] | None = None
-
-    def _order(self, epoch: int) -> np.ndarray:
-        order = self._orders.get(epoch)
-        if order is None:
-            order = block_order(len(self.domain.block_sizes), self.seed, self.domain_id, epoch,
-                                self.shuffle)
-            if len(self._orders) > 2:
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = order
-        return order
 
     def _read(self, block: int) -> Block:
         if self._last_block is not None and self._last_block[0] == block:
@@ -65,14 +53,14 @@ class DomainReader:
         return data
 
     def _load(self, index: int) -> Window:
-        epoch, start, stop = self.book.bounds(self.domain_id, index)
-        parts = [slice_block(self._read(s.block), s.start, s.stop)
-                 for s in epoch_spans(self.domain.block_sizes, self._order(epoch), start, stop)]
-        perm = window_permutation(stop - start, self.seed, self.domain_id, index, self.shuffle)
+        spans = self.geometry.spans(index)
+        parts = [slice_block(self._read(s.block), s.start, s.stop) for s in spans]
+        size = sum(s.stop - s.start for s in spans)
+        perm = window_permutation(size, self.seed, self.domain_id, index, self.shuffle)
         return Window(index, concat_blocks(parts), perm)
 
     def _exhausted(self, index: int) -> bool:
-        return self.epochs is not None and index >= self.epochs * int(self.book.per_epoch[self.domain_id])
+        return self.epochs is not None and self.geometry.epoch_of(index) >= self.epochs
 
     def _get(self, index: int) -> Window:
         cur = self._current
@@ -84,10 +72,14 @@ class DomainReader:
         self._pending.clear()
         win = fut.result() if fut is not None else self._load(index)
         self._current = win
-        guess = index + self.stride
-        if self.executor is not None and not self._exhausted(guess):
-            self._pending[guess] = self.executor.submit(self._load, guess)
         return win
+
+    def prefetch(self, index: int) -> None:
+        """Start decoding window ``index`` (the slot's reserved next window) in the background."""
+        if (self.executor is None or index < 0 or index in self._pending or self._exhausted(index)
+                or (self._current is not None and self._current.index == index)):
+            return
+        self._pending[index] = self.executor.submit(self._load, index)
 
     def release(self) -> None:
         self._current = None

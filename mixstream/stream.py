@@ -27,6 +27,7 @@ from .batching import Pieces, assemble, split_samples
 from .channel import WeightChannel
 from .plan.claims import ClaimBook
 from .plan.mixture import MixCheckpoint
+from .plan.order import WindowGeometry
 from .plan.weights import WeightLog, WeightsLike, normalize_weights
 from .reservoir import DomainExhausted, DomainReader
 from .sources.base import Schema
@@ -118,6 +119,7 @@ class MixStream(IterableDataset):
         self._tracker: PositionTracker | None = None
         self._attached: list[Any] = []
         self._resume: dict[str, Any] | None = None  # a loaded checkpoint awaiting bind()
+        self._geometry: list[WindowGeometry] | None = None
 
     # -- construction helpers ---------------------------------------------------------------
     def _select_columns(self, columns: list[str] | None) -> Schema:
@@ -259,9 +261,12 @@ class MixStream(IterableDataset):
         return claims.remap(new.num_slots)
 
     def _claim_book(self, num_slots: int, claimed: Any = None, held: Any = None,
-                    offset: Any = None, queue: Any = None) -> ClaimBook:
-        sizes = np.asarray([d.num_samples for d in self._domains])
-        return ClaimBook(np.asarray(self.windows), sizes, num_slots, claimed, held, offset, queue)
+                    offset: Any = None, queue: Any = None, reserved: Any = None) -> ClaimBook:
+        if self._geometry is None:
+            self._geometry = [
+                WindowGeometry(d.block_sizes, w, seed=self.seed, domain=i, shuffle=self.shuffle)
+                for i, (d, w) in enumerate(zip(self._domains, self.windows))]
+        return ClaimBook(self._geometry, num_slots, claimed, held, offset, queue, reserved)
 
     def _begin_iteration(self) -> None:
         """Publish where the next iteration starts (before DataLoader workers (re)start)."""
@@ -334,6 +339,7 @@ class MixStream(IterableDataset):
             "held": self._tracker.walker.claims.held.tolist(),
             "offset": self._tracker.walker.claims.offset.tolist(),
             "queue": self._tracker.walker.claims.queue.tolist(),
+            "reserved": self._tracker.walker.claims.reserved.tolist(),
             "attached": [obj.state_dict() for obj in self._attached],
         }
 
@@ -358,7 +364,7 @@ class MixStream(IterableDataset):
             "world_size": int(state["world_size"]),
             "mix": MixCheckpoint.from_json(state["mix"]),
             "claims": [np.asarray(state[k], dtype=np.int64)
-                       for k in ("claimed", "held", "offset", "queue")],
+                       for k in ("claimed", "held", "offset", "queue", "reserved")],
         }
         if self._tracker is not None:  # already bound: rebuild (elastic if the topology differs)
             self._tracker = self._new_tracker()
@@ -386,7 +392,7 @@ class MixStream(IterableDataset):
             claimed = int(claims.claimed[i])
             out[dom.name] = {"samples": int(realised[i]),
                              "epochs": int(realised[i]) / dom.num_samples,
-                             "epoch": max(0, claimed - 1) // int(claims.per_epoch[i]),
+                             "epoch": claims.geometry[i].epoch_of(max(0, claimed - 1)),
                              "windows_claimed": claimed}
         return out
 
@@ -432,7 +438,8 @@ class MixStream(IterableDataset):
                 g = topo.global_batch(self.rank, t)
                 dom, served = walker.own(g)
                 try:
-                    pieces = self._pieces(dom, served, readers, executor, claims)
+                    pieces = self._pieces(dom, served, readers, executor, claims,
+                                          int(topo.slot_of(g)))
                 except DomainExhausted:
                     return
                 a = g * bsz
@@ -447,13 +454,16 @@ class MixStream(IterableDataset):
                     yield from split_samples(batch, bsz)
                 t += num
         finally:
-            for reader in readers.values():
-                reader.release()
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+            try:
+                for reader in readers.values():
+                    reader.release()
+                if executor is not None:
+                    executor.shutdown(wait=False, cancel_futures=True)
+            except Exception:  # noqa: BLE001 - at interpreter exit, module globals are gone
+                pass
 
     def _pieces(self, dom: np.ndarray, claims: list, readers: dict[int, DomainReader],
-                executor: ThreadPoolExecutor | None, book: ClaimBook) -> Pieces:
+                executor: ThreadPoolExecutor | None, book: ClaimBook, slot: int) -> Pieces:
         order = np.argsort(dom, kind="stable")
         pieces: Pieces = []
         start = 0
@@ -461,12 +471,14 @@ class MixStream(IterableDataset):
             n = sum(k for _, _, k in parts)
             reader = readers.get(i)
             if reader is None:
-                reader = DomainReader(self._domains[i], i, seed=self.seed, book=book,
+                reader = DomainReader(self._domains[i], i, seed=self.seed,
+                                      geometry=book.geometry[i],
                                       shuffle=self.shuffle,
                                       epochs=1 if self.on_exhausted == "stop" else None,
-                                      executor=executor, stride=book.held.shape[0])
+                                      executor=executor)
                 readers[i] = reader
             pieces.append((order[start : start + n], reader.take(parts)))
+            reader.prefetch(book.upcoming(slot, i))
             start += n
         return pieces
 

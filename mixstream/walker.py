@@ -47,7 +47,7 @@ class Walker:
         if g <= self.next_batch:
             return
         b = self.topo.batch_size
-        d = len(self.claims.windows)
+        d = len(self.claims.geometry)
         dom = self.cursor.domains(self.next_batch * b, g * b).reshape(-1, b)
         flat = dom + (np.arange(len(dom))[:, None] * d)
         per = np.bincount(flat.ravel(), minlength=len(dom) * d).reshape(len(dom), d)
@@ -61,7 +61,7 @@ class Walker:
         b = self.topo.batch_size
         dom = self.cursor.domains(g * b, (g + 1) * b)
         slot = int(self.topo.slot_of(g))
-        per = np.bincount(dom, minlength=len(self.claims.windows))
+        per = np.bincount(dom, minlength=len(self.claims.geometry))
         out = [(int(d), self.claims.serve(slot, int(d), int(per[d]))) for d in np.flatnonzero(per)]
         self.next_batch = g + 1
         return dom, out

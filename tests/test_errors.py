@@ -158,11 +158,6 @@ def test_checkpoint_from_other_data_is_refused(tmp_path):
         MixLoader(resumed, batch_size=5)
 
 
-def test_remote_url_not_supported_yet():
-    with pytest.raises(SourceError, match=r"s3://bucket/x.*remote storage"):
-        MixStream({"x": "s3://bucket/x"})
-
-
 def test_domain_copy_shares_nothing(tmp_path):
     """Two domains may point at copies of the same data; a renamed copy is still readable."""
     a = native_dir(tmp_path, "a")

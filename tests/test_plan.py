@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixstream.plan.claims import ClaimBook
+from mixstream.plan.order import WindowGeometry
 from mixstream.plan.mixture import (
     LateWeightChangeError,
     MixCheckpoint,
@@ -142,27 +143,45 @@ def test_weight_log_replaces_same_index_and_refuses_the_past():
     assert WeightLog.from_json(log.to_json()).to_json() == log.to_json()
 
 
+def geometry(n_blocks, block, window, seed=0):
+    sizes = np.full(n_blocks, block)
+    sizes[-1] = max(1, block // 2)
+    return WindowGeometry(sizes, window, seed=seed, domain=0, shuffle=True)
+
+
 @settings(max_examples=50, deadline=None)
-@given(n=st.integers(1, 300), window=st.integers(1, 64), slots=st.integers(1, 5),
-       data=st.data())
-def test_claims_serve_every_epoch_position_once(n, window, slots, data):
-    window = min(window, n)
-    book = ClaimBook(np.array([window]), np.array([n]), slots)
-    served: dict[tuple[int, int], int] = {}
-    total = 0
-    while total < 3 * n:
+@given(n_blocks=st.integers(1, 20), block=st.integers(1, 50), window=st.integers(1, 120),
+       slots=st.integers(1, 5), data=st.data())
+def test_claims_serve_every_epoch_position_once(n_blocks, block, window, slots, data):
+    geo = geometry(n_blocks, block, window)
+    book = ClaimBook([geo], slots)
+    served: dict[tuple[int, int, int], int] = {}
+    total = int(geo.unit_size.sum())
+    done = 0
+    while done < 3 * total:
         slot = data.draw(st.integers(0, slots - 1))
         k = data.draw(st.integers(1, 20))
         for wid, off, cnt in book.serve(slot, 0, k):
-            epoch, start, stop = book.bounds(0, wid)
-            assert off + cnt <= stop - start
-            for p in range(start + off, start + off + cnt):
-                served[(epoch, p)] = served.get((epoch, p), 0) + 1
-        total += k
-    assert max(served.values()) == 1  # no epoch position twice
-    # every position of every epoch whose windows are all claimed, except those still held
-    held_rest = sum(book.size(0, int(h)) - int(o) for h, o in zip(book.held[:, 0], book.offset[:, 0])
-                    if h >= 0)
-    complete_epochs = int(book.claimed[0]) // int(book.per_epoch[0])
-    missing = sum(1 for e in range(complete_epochs) for p in range(n) if (e, p) not in served)
+            rows = [(s.block, r) for s in geo.spans(wid) for r in range(s.start, s.stop)]
+            assert off + cnt <= len(rows) == geo.size(wid)
+            for b, r in rows[off : off + cnt]:
+                key = (geo.epoch_of(wid), b, r)
+                served[key] = served.get(key, 0) + 1
+        done += k
+    assert max(served.values()) == 1  # no sample twice within an epoch
+    held_rest = sum(book.size(0, w) - o for w, o in book.open_windows()[0])
+    complete = int(book.claimed[0]) // geo.per_epoch
+    missing = sum(1 for e in range(complete) for b in range(n_blocks)
+                  for r in range(int(geo.unit_stop[geo.first_unit[b] + geo.parts[b] - 1]))
+                  if (e, b, r) not in served)
     assert missing <= held_rest
+
+
+def test_windows_are_whole_blocks_unless_a_block_is_larger():
+    geo = WindowGeometry(np.array([64] * 7 + [52]), 128, seed=1, domain=0, shuffle=True)
+    assert geo.units_per_window == 2 and geo.per_epoch == 4
+    for w in range(8):
+        spans = geo.spans(w)
+        assert all(s.start == 0 for s in spans) and len({s.block for s in spans}) == len(spans)
+    big = WindowGeometry(np.array([1000, 10]), 300, seed=1, domain=0, shuffle=False)
+    assert [big.size(w) for w in range(big.per_epoch)] == [250, 250, 250, 250, 10]

@@ -41,7 +41,7 @@ def mixture_series(recs: Sequence[dict], x: str = "step") -> tuple[list[str], np
     return domains, np.asarray(xs), np.asarray(ws)
 
 
-def _plot_run(axes: Sequence[Any], recs: list[dict], title: str, x: str, realised: bool) -> None:
+def _plot_run(axes: Any, recs: list[dict], title: str, x: str, realised: bool) -> None:
     domains, xs, ws = mixture_series(recs, x)
     colors = [f"C{i % 10}" for i in range(len(domains))]
     ax = axes[0]

@@ -61,6 +61,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    help="shard format (mds needs mosaicml-streaming)")
     o.add_argument("--rows-per-block", type=int, default=1024,
                    help="rows per Parquet row group / Arrow record batch (default 1024)")
+    o.add_argument("--block-mb", type=float, default=8,
+                   help="also end a block once its rows hold this many MB (default 8; 0: off)")
     o.add_argument("--blocks-per-shard", type=int, default=16, help="default 16; 0: no limit")
     o.add_argument("--shard-mb", type=float, help="close a shard once it reaches this size")
     o.add_argument("--compression", default="zstd", help="default zstd; none to disable")
@@ -88,7 +90,8 @@ def cmd_convert(a: argparse.Namespace) -> int:
         append_eos=not a.no_eos, token_column=a.token_column, output_format=a.format,
         rows_per_block=a.rows_per_block, blocks_per_shard=a.blocks_per_shard or None,
         shard_bytes=int(a.shard_mb * 1e6) if a.shard_mb else None,
-        compression=None if a.compression == "none" else a.compression, workers=a.workers,
+        compression=None if a.compression == "none" else a.compression,
+        block_bytes=int(a.block_mb * (1 << 20)) or None, workers=a.workers,
         chunk_bytes=int(a.chunk_mb * (1 << 20)), sample_by=a.txt_sample_by,
         skip_bad=a.skip_bad, progress=a.progress)
     if a.inputs and a.domain:

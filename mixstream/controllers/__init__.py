@@ -5,7 +5,7 @@ One controller type per module; see :mod:`mixstream.controllers.base` for the in
 
 from .ado import ADO
 from .aioli import Aioli
-from .base import Controller, GradRequest, ModelContext, Requirements, StreamLike
+from .base import Controller, GradRequest, Requirements, StreamLike
 from .doremi import DoReMi
 from .feedback import StepFeedback
 from .odm import ODM
@@ -14,7 +14,7 @@ from .sizes import proportional_weights, temperature_weights, unimax_weights
 from .static import StaticMixture
 
 __all__ = [
-    "ADO", "Aioli", "Controller", "DoReMi", "GradRequest", "ModelContext", "ODM", "Requirements",
+    "ADO", "Aioli", "Controller", "DoReMi", "GradRequest", "ODM", "Requirements",
     "Schedule", "StaticMixture", "StepFeedback", "StreamLike", "proportional_weights",
     "temperature_weights", "unimax_weights",
 ]

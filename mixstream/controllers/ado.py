@@ -21,8 +21,9 @@ The floor 0.01 applies to ``pi``; ``p`` mixes it with ``p_avg`` (initialised to 
 ``p >= 0.1 * min_prob`` always and ``>= min_prob`` when every ``mu_k >= min_prob``. If every
 ``rho_k`` is 0 (fully converged fits) ``pi`` is uniform. ``y_axis="val_loss"`` fits on
 validation losses taken every ``val_every`` steps instead. The fit uses scipy (see
-:mod:`.ado_fit` for the multi-start deviation). State grows by one row per step (counts and
-losses, K values each).
+:mod:`.ado_fit` for the multi-start deviation). State grows by one row per step: realised
+counts (int32) and losses (float32, as released), K values each, stored base64 in the state
+(~16 bytes x K per step).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 from .ado_fit import fit_power_law, power_law
 from .base import Controller, Observer, Requirements, StreamLike, WeightsLike
 from .feedback import StepFeedback
+from .history import History
 from .simplex import as_vector, clip_min_probability, normalise
 from .sizes import domain_sizes
 
@@ -132,8 +134,8 @@ class ADO(Controller):
         self.use_same_step_size, self.n_starts = use_same_step_size, n_starts
         self.y_axis, self.val_every = y_axis, int(val_every)
         self.params: np.ndarray | None = None
-        self.counts: list[list[float]] = []   # per step, per domain (or total if same step size)
-        self.losses: list[list[float]] = []   # per step, per-domain mean loss (imputed)
+        self.counts = History(self.K, np.int32)    # realised sequences per step and domain
+        self.losses = History(self.K, np.float32)  # per-domain mean loss per step (imputed)
         self.val_steps: list[int] = []
         self.val_losses: list[list[float]] = []
         self.n_seen = np.zeros(self.K)
@@ -149,15 +151,13 @@ class ADO(Controller):
         if total <= 0:
             return None
         itr = fb.step - 1
-        row = [float(total)] * self.K if self.use_same_step_size else counts.tolist()
-        self.counts.append(row)
-        self.n_seen = self.n_seen + np.asarray(row)
+        self.counts.append(counts)
+        self.n_seen = self.n_seen + (total if self.use_same_step_size else counts)
         self.history = (self.history_decay * self.history
                         + (1 - self.history_decay) * counts / total)
         mean = fb.seq_mean
-        prev = self.losses[-1] if self.losses else [fb.batch_mean] * self.K
-        self.losses.append([float(m) if c > 0 else float(p)
-                            for m, c, p in zip(mean, counts, prev, strict=True)])
+        prev = self.losses.last() if len(self.losses) else np.full(self.K, fb.batch_mean)
+        self.losses.append(np.where(counts > 0, mean, prev))
         if itr >= self.start_step and itr % self.update_interval == 0:
             self.refit()
         if itr < self.start_step or self.params is None:
@@ -170,9 +170,9 @@ class ADO(Controller):
 
     def refit(self) -> bool:
         """Refit every domain's law now; returns False (keeping the old fit) if not possible."""
-        cum = np.cumsum(np.asarray(self.counts, dtype=np.float64), axis=0)
+        cum = np.cumsum(self.sample_axis(), axis=0)
         if self.y_axis == "train_loss":
-            sm = smooth(np.asarray(self.losses, dtype=np.float64), self.window)
+            sm = smooth(self.losses.array.astype(np.float64), self.window)
             if sm is None:
                 return False
             n_kt, l_kt = cum[self.ignore_steps::self.subsample].T, sm[self.ignore_steps::self.subsample].T
@@ -192,6 +192,12 @@ class ADO(Controller):
         self.params = params
         self.fits += 1
         return True
+
+    def sample_axis(self) -> np.ndarray:
+        """Per-step sample increments ``[T, K]``: the batch total for every domain with
+        ``use_same_step_size`` (released default), else the domain's own count."""
+        c = self.counts.array.astype(np.float64)
+        return np.repeat(c.sum(1, keepdims=True), self.K, axis=1) if self.use_same_step_size else c
 
     def wants_validation(self) -> bool:
         return self.y_axis == "val_loss" and self.step > 0 and (self.step - 1) % self.val_every == 0 \
@@ -214,15 +220,16 @@ class ADO(Controller):
 
     def _state(self) -> dict:
         return {"params": None if self.params is None else self.params.tolist(),
-                "counts": self.counts, "losses": self.losses, "val_steps": self.val_steps,
+                "counts": self.counts.state_dict(), "losses": self.losses.state_dict(),
+                "val_steps": self.val_steps,
                 "val_losses": self.val_losses, "history": self.history.tolist(),
                 "p_avg": self.p_avg.tolist(), "p": self.p.tolist(), "fits": self.fits}
 
     def _load_state(self, state: Mapping) -> None:
         self.params = None if state["params"] is None else np.asarray(state["params"])
-        self.counts = [list(map(float, r)) for r in state["counts"]]
-        self.n_seen = np.asarray(self.counts, dtype=np.float64).reshape(-1, self.K).sum(0)
-        self.losses = [list(map(float, r)) for r in state["losses"]]
+        self.counts = History.from_state(state["counts"])
+        self.losses = History.from_state(state["losses"])
+        self.n_seen = self.sample_axis().sum(0)
         self.val_steps = [int(s) for s in state["val_steps"]]
         self.val_losses = [list(map(float, r)) for r in state["val_losses"]]
         self.history = np.asarray(state["history"], dtype=np.float64)

@@ -15,22 +15,26 @@ What a controller needs is declared in :class:`Requirements` (the trainer wires 
 asked); what it outputs is sampling weights (pushed to the stream) and, for loss-reweighting
 methods (DoReMi), per-domain loss weights (:meth:`Controller.loss_weights`).
 
-Channels declared here for later algorithms but not implemented by any controller in this
-package: gradient statistics (:class:`GradRequest`, :meth:`Controller.observe_gradients`) and
-a phase hook with model access (:class:`ModelContext`, :meth:`Controller.run_phase`).
+Channels declared here for later algorithms but not used by any controller in this package:
+gradient statistics (:class:`GradRequest`, :meth:`Controller.observe_gradients`) and a phase
+hook with model access (:meth:`Controller.run_phase`, given a
+:class:`mixstream.model.ModelContext`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from .feedback import StepFeedback, aggregate, all_reduce_sum, to_feedback
 from .simplex import as_vector, normalise, to_dict
+
+if TYPE_CHECKING:  # the concrete model-access object lives in mixstream.model
+    from ..model.context import ModelContext
 
 WeightsLike = Mapping[str, float] | Sequence[float] | np.ndarray
 
@@ -79,20 +83,6 @@ class Requirements:
     domain_sizes: bool = False            # reads stream.domain_stats() (static rules, ADO prior)
 
 
-class ModelContext(Protocol):
-    """Model access for phase hooks (OP-Mix, Aioli-as-phase); declared, not implemented yet."""
-
-    def clone(self) -> torch.nn.Module: ...
-    def domain_iterator(self, domain: str, weights: Mapping[str, float] | None = None
-                        ) -> Iterator[Mapping[str, torch.Tensor]]: ...
-    def train(self, model: torch.nn.Module, mixture: Mapping[str, float], steps: int,
-              lr: float, lora: Mapping[str, Any] | None = None) -> None: ...
-    def evaluate(self, model: torch.nn.Module, domains: Sequence[str]) -> dict[str, float]: ...
-    def merge(self, state_dicts: Sequence[Mapping[str, torch.Tensor]],
-              coeffs: Sequence[float]) -> dict[str, torch.Tensor]: ...
-    def charge(self, steps: int) -> None: ...
-
-
 class Observer(Protocol):
     """Receives what a controller does (see :class:`mixstream.observe.MixLogger`)."""
 
@@ -117,6 +107,11 @@ class Controller:
     controller asks for validation. Without it, check :meth:`wants_validation` yourself and call
     :meth:`observe_validation`. Call ``feedback`` after ``optimizer.step()`` when a controller
     uses validation, so the evaluation sees the updated model.
+
+    Create controllers after the ``MixLoader`` (controllers that set weights at construction,
+    such as :class:`~.static.StaticMixture`, need the stream's batch size) and before
+    ``stream.load_state_dict(...)`` when resuming (the checkpoint restores the weight log and
+    the controller state, superseding any weights pushed at construction).
     """
 
     requires: ClassVar[Requirements] = Requirements()

@@ -186,7 +186,9 @@ class DataMixingLaw:
                 cap = np.array([float(caps.get(d, 1.0)) for d in self.train_domains])
             else:
                 cap = np.asarray(caps, dtype=np.float64)
-        return propose_mixture(p.log_k + np.log(s + 0.0), p.t, caps=cap, method=method, grid=grid)
+        with np.errstate(divide="ignore"):  # weight 0 -> log 0 = -inf drops the domain
+            log_a = p.log_k + np.log(s)
+        return propose_mixture(log_a, p.t, caps=cap, method=method, grid=grid)
 
     def to_dict(self) -> dict:
         """JSON-serialisable description of the fitted law."""

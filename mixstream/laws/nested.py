@@ -19,7 +19,13 @@ from collections import defaultdict
 
 import numpy as np
 
-from mixstream.laws.scaling import SIZE_LAW, STEP_LAW, TOKENS_PER_STEP, PowerLawSettings, fit_power_law
+from mixstream.laws.scaling import (
+    SIZE_LAW,
+    STEP_LAW,
+    TOKENS_PER_STEP,
+    PowerLawSettings,
+    fit_power_law,
+)
 from mixstream.laws.table import LawTable, TableError
 
 
@@ -52,9 +58,9 @@ def extrapolate_steps(table: LawTable, target_step: int, *,
             keep = (steps >= step_range[0]) & (steps <= step_range[1])
             rows, steps = [r for r, k in zip(rows, keep) if k], steps[keep]
         where = _fmt(key, table.train_domains) + ("" if size is None else f" size={size:g}")
-        if len(rows) - settings.valid_split < 2:
+        if len(rows) - settings.valid_split < 3:
             raise TableError(f"{table.source}: run {where} has {len(rows)} checkpoints in range; "
-                             f"the step law needs >= {settings.valid_split + 2} (it holds out "
+                             f"the step law needs >= {settings.valid_split + 3} (it holds out "
                              f"{settings.valid_split})")
         fit = fit_power_law(steps * float(tokens_per_step), table.losses[rows], settings, seed)
         mix.append(table.mixtures[rows[0]])
@@ -92,6 +98,10 @@ def extrapolate_sizes(table: LawTable, target_size: float, *,
             raise TableError(f"{table.source}: mixture {_fmt(key, table.train_domains)} lacks "
                              f"size(s) {missing}; every mixture needs every size (drop the "
                              f"mixture or the size)")
+    if len(all_sizes) - settings.valid_split < 3:
+        raise TableError(f"{table.source}: {len(all_sizes)} model sizes {all_sizes}; the size law "
+                         f"needs >= {settings.valid_split + 3} (it holds out "
+                         f"{settings.valid_split})")
     keys = list(by_mix)
     k = len(table.val_domains)
     y = np.stack([np.concatenate([table.losses[by_mix[key][s]] for key in keys])

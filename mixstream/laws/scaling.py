@@ -107,9 +107,10 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, settings: PowerLawSettings,
     if np.any(np.diff(x, axis=0) <= 0):
         raise ValueError("x must increase along the rows (held-out rows are the largest x)")
     n_train = y.shape[0] - settings.valid_split
-    if n_train < 2:
+    if n_train < 3:  # 2 parameters per curve + the shared exponent
         raise ValueError(f"{y.shape[0]} points leave {n_train} for fitting after holding out "
-                         f"{settings.valid_split}; give more steps/sizes or lower valid_split")
+                         f"{settings.valid_split}; a power law needs >= 3: give more steps/sizes "
+                         f"or lower valid_split")
     res = fit_huber_lbfgs(power_law, x, y, power_law_inits(y, settings, seed),
                           delta=settings.delta, max_step=settings.max_step,
                           valid_split=settings.valid_split)

@@ -1,16 +1,19 @@
 """Which reader reads which shuffle window: deterministic claims that keep readers balanced.
 
-Each epoch of a domain's sequence (see :mod:`mixstream.plan.order`) is cut into
-``K = ceil(n / window)`` windows (the last one shorter); window ``k`` is window ``k % K`` of
-epoch ``k // K``. A reader slot (one (rank, worker) pair) serves its samples of a domain from one
-window at a time; when it needs a sample beyond its window it *claims* the domain's next
-unclaimed window. Claims happen in global batch order, so which window a claim gets is a pure
-function of the mixture sequence and the topology.
+Windows are defined per domain by :class:`~mixstream.plan.order.WindowGeometry`. A reader slot
+(one (rank, worker) pair) serves its samples of a domain from one window at a time; when it needs
+a sample beyond its window it *claims* the domain's next unclaimed window. Claims happen in global
+batch order, so which window a claim gets is a pure function of the mixture sequence and the
+topology.
+
+A slot claims one window ahead: when it starts a window it also reserves the next one, so its
+reader can decode that window in the background knowing it will be the one (no speculative reads
+of blocks another reader owns).
 
 Because windows are handed out on demand rather than split up front, a slot whose batches happen
 to carry more of a domain simply claims more windows: every window is read once, by one slot.
 When any slot claims a window of epoch ``e + 1``, every window of epoch ``e`` has been claimed,
-so at most ``(slots - 1) * window`` samples of epoch ``e`` are still to come: no sample repeats
+so at most ``2 * slots - 1`` windows of epoch ``e`` are still to be served: no sample repeats
 within an epoch, and all slots stay in step. (A static split of each epoch among slots lets a
 slot whose batches resonate with the mixing pattern run into its next epoch early.)
 """
@@ -19,55 +22,52 @@ from __future__ import annotations
 
 import numpy as np
 
+from .order import WindowGeometry
+
 Piece = tuple[int, int, int]
 """(window id, offset in the window, samples)"""
 
 
 class ClaimBook:
-    """Claim counters per domain; window held and offset in it per (slot, domain).
+    """Claim counters per domain; per (slot, domain) the window held, the offset in it and the
+    window reserved next.
 
     ``queue[slot, domain]`` lists partly read windows ``(window, offset)`` that a slot serves
     before claiming new ones; it is only filled by :meth:`remap` (elastic resume).
     """
 
-    def __init__(self, windows: np.ndarray, num_samples: np.ndarray, num_slots: int,
+    def __init__(self, geometry: list[WindowGeometry], num_slots: int,
                  claimed: np.ndarray | None = None, held: np.ndarray | None = None,
-                 offset: np.ndarray | None = None, queue: np.ndarray | None = None):
-        self.windows = np.asarray(windows, dtype=np.int64)
-        n = np.asarray(num_samples, dtype=np.int64)
-        self.num_samples = n
-        if (self.windows < 1).any() or (self.windows > n).any():
-            raise ValueError("every window must hold between 1 and the domain's sample count")
-        self.per_epoch = -(-n // self.windows)
-        self.last = n - (self.per_epoch - 1) * self.windows
-        d = len(self.windows)
+                 offset: np.ndarray | None = None, queue: np.ndarray | None = None,
+                 reserved: np.ndarray | None = None):
+        self.geometry = geometry
+        d = len(geometry)
         shape = (num_slots, d)
-        self.claimed = np.zeros(d, np.int64) if claimed is None else np.asarray(claimed, np.int64).copy()
+        self.claimed = (np.zeros(d, np.int64) if claimed is None
+                        else np.asarray(claimed, np.int64).copy())
         self.held = (np.full(shape, -1, np.int64) if held is None
                      else np.asarray(held, np.int64).reshape(shape).copy())
         self.offset = (np.zeros(shape, np.int64) if offset is None
                        else np.asarray(offset, np.int64).reshape(shape).copy())
+        self.reserved = (np.full(shape, -1, np.int64) if reserved is None
+                         else np.asarray(reserved, np.int64).reshape(shape).copy())
         q = np.zeros((num_slots, d, 0, 2), np.int64) if queue is None else np.asarray(queue, np.int64)
         self.queue = q.reshape(num_slots, d, -1, 2).copy()
+        self.held_size = np.zeros(shape, np.int64)
+        for s, i in zip(*np.nonzero(self.held >= 0)):
+            self.held_size[s, i] = geometry[i].size(int(self.held[s, i]))
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.held.shape[0])
 
     def size(self, domain: int, window: int) -> int:
-        last = window % self.per_epoch[domain] == self.per_epoch[domain] - 1
-        return int(self.last[domain] if last else self.windows[domain])
-
-    def bounds(self, domain: int, window: int) -> tuple[int, int, int]:
-        """(epoch, start, stop) of a window within its epoch."""
-        epoch, i = divmod(window, int(self.per_epoch[domain]))
-        start = i * int(self.windows[domain])
-        return epoch, start, start + self.size(domain, window)
-
-    def _room(self, slot: int) -> np.ndarray:
-        held = self.held[slot]
-        size = np.where(held % self.per_epoch == self.per_epoch - 1, self.last, self.windows)
-        return np.where(held < 0, 0, size - self.offset[slot])
+        return self.geometry[domain].size(window)
 
     def count(self, slot: int, per_domain: np.ndarray) -> None:
         """Serve a batch's per-domain counts to ``slot`` when only the bookkeeping matters."""
-        if (per_domain <= self._room(slot)).all():  # fast path: no window boundary crossed
+        room = self.held_size[slot] - self.offset[slot]
+        if (per_domain <= room).all():  # fast path: no window boundary crossed
             self.offset[slot] += per_domain
             return
         for d in np.flatnonzero(per_domain):
@@ -79,14 +79,20 @@ class ClaimBook:
         while n > 0:
             held = int(self.held[slot, domain])
             off = int(self.offset[slot, domain])
-            if held < 0 or off == self.size(domain, held):
+            if held < 0 or off == self.held_size[slot, domain]:
                 held, off = self._next_window(slot, domain)
                 self.held[slot, domain] = held
-            k = min(n, self.size(domain, held) - off)
+                self.held_size[slot, domain] = self.size(domain, held)
+            k = min(n, int(self.held_size[slot, domain]) - off)
             out.append((held, off, k))
             self.offset[slot, domain] = off + k
             n -= k
         return out
+
+    def _claim(self, domain: int) -> int:
+        window = int(self.claimed[domain])
+        self.claimed[domain] += 1
+        return window
 
     def _next_window(self, slot: int, domain: int) -> tuple[int, int]:
         q = self.queue[slot, domain]
@@ -95,21 +101,32 @@ class ClaimBook:
             q[:-1] = q[1:].copy()
             q[-1] = -1
             return window, off
-        window = int(self.claimed[domain])
-        self.claimed[domain] += 1
+        window = int(self.reserved[slot, domain])
+        if window < 0:
+            window = self._claim(domain)
+        self.reserved[slot, domain] = self._claim(domain)
         return window, 0
+
+    def upcoming(self, slot: int, domain: int) -> int:
+        """The window ``slot`` will serve next for ``domain`` (-1 if not known yet)."""
+        q = self.queue[slot, domain]
+        if q.shape[0] and q[0, 0] >= 0:
+            return int(q[0, 0])
+        return int(self.reserved[slot, domain])
 
     def open_windows(self) -> list[list[tuple[int, int]]]:
         """Per domain, the partly read windows ``(window, offset)`` in slot order."""
-        out: list[list[tuple[int, int]]] = [[] for _ in self.windows]
-        for slot in range(self.held.shape[0]):
-            for d in range(len(self.windows)):
+        out: list[list[tuple[int, int]]] = [[] for _ in self.geometry]
+        for slot in range(self.num_slots):
+            for d in range(len(self.geometry)):
                 h, o = int(self.held[slot, d]), int(self.offset[slot, d])
-                if h >= 0 and o < self.size(d, h):
+                if h >= 0 and o < self.held_size[slot, d]:
                     out[d].append((h, o))
                 for w, off in self.queue[slot, d]:
                     if w >= 0:
                         out[d].append((int(w), int(off)))
+                if self.reserved[slot, d] >= 0:
+                    out[d].append((int(self.reserved[slot, d]), 0))
         return out
 
     def remap(self, num_slots: int) -> ClaimBook:
@@ -122,11 +139,11 @@ class ClaimBook:
         """
         open_ = self.open_windows()
         depth = max([-(-len(ws) // num_slots) for ws in open_] + [1])
-        queue = np.full((num_slots, len(self.windows), depth, 2), -1, np.int64)
-        fill = np.zeros((num_slots, len(self.windows)), np.int64)
+        queue = np.full((num_slots, len(self.geometry), depth, 2), -1, np.int64)
+        fill = np.zeros((num_slots, len(self.geometry)), np.int64)
         for d, ws in enumerate(open_):
             for i, (w, off) in enumerate(ws):
                 slot = i % num_slots
                 queue[slot, d, fill[slot, d]] = (w, off)
                 fill[slot, d] += 1
-        return ClaimBook(self.windows, self.num_samples, num_slots, self.claimed, queue=queue)
+        return ClaimBook(self.geometry, num_slots, self.claimed, queue=queue)

@@ -1,11 +1,13 @@
-"""Per-domain sample order and shuffle windows. Pure functions.
+"""Per-domain sample order and shuffle windows. Pure functions and a small cached geometry.
 
-For each domain and epoch, the domain's blocks are permuted (seeded by seed, domain, epoch) and
-laid end to end; epochs follow one another, giving an endless *domain sequence*. It is cut into
-*windows* of ``window`` samples (window ``k`` = positions ``[k * window, (k + 1) * window)``; the
-last window of an epoch may run into the next one). A window is the unit of reading and of
-shuffling (rows permuted, seeded by seed, domain, window), and each window is read by exactly one
-reader (see :mod:`mixstream.plan.claims`).
+Each block is cut into *units* of at most ``window`` samples (near-equal parts; a block no larger
+than the window is one unit). For each epoch the domain's blocks are permuted (seeded by seed,
+domain, epoch) and their units laid end to end. Consecutive runs of ``k`` units form *windows* of
+about ``window`` samples: ``K = ceil(units / k)`` windows per epoch, and window ``w`` is window
+``w % K`` of epoch ``w // K``. A window is the unit of reading and of shuffling (rows permuted,
+seeded by seed, domain, window), and each window is read by exactly one reader (see
+:mod:`mixstream.plan.claims`). Windows hold whole blocks, so a block is decoded by one reader per
+epoch — unless a block is larger than the window, when the readers of its units share it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ def block_order(num_blocks: int, seed: int, domain: int, epoch: int, shuffle: bo
     return permutation(num_blocks, seed, BLOCK_ORDER, domain, epoch)
 
 
+def window_permutation(n: int, seed: int, domain: int, index: int, shuffle: bool) -> np.ndarray:
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return permutation(n, seed, WINDOW_SHUFFLE, domain, index)
+
+
 @dataclass(frozen=True)
 class BlockSpan:
     """Rows ``[start, stop)`` of block ``block``."""
@@ -32,27 +40,65 @@ class BlockSpan:
     stop: int
 
 
-def epoch_spans(block_sizes: np.ndarray, order: np.ndarray, lo: int, hi: int) -> list[BlockSpan]:
-    """The block pieces that make up positions ``[lo, hi)`` of one epoch's sequence."""
-    sizes = block_sizes[order]
-    ends = np.cumsum(sizes)
-    i = int(np.searchsorted(ends, lo, side="right"))
-    spans = []
-    pos = lo
-    while pos < hi:
-        begin = int(ends[i] - sizes[i])
-        stop = min(hi, int(ends[i]))
-        spans.append(BlockSpan(int(order[i]), pos - begin, stop - begin))
-        pos = stop
-        i += 1
-    return spans
+class WindowGeometry:
+    """Windows of one domain: how many per epoch, their sizes and block spans."""
 
+    def __init__(self, block_sizes: np.ndarray, window: int, *, seed: int, domain: int,
+                 shuffle: bool):
+        sizes = np.asarray(block_sizes, dtype=np.int64)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.seed, self.domain, self.shuffle = seed, domain, shuffle
+        self.num_blocks = len(sizes)
+        parts = np.maximum(1, -(-sizes // window))  # units per block
+        self.parts = parts
+        self.first_unit = np.cumsum(parts) - parts
+        rank = np.arange(parts.sum(), dtype=np.int64) - np.repeat(self.first_unit, parts)
+        block_of = np.repeat(np.arange(len(sizes), dtype=np.int64), parts)
+        s, p = sizes[block_of], parts[block_of]
+        self.unit_block = block_of
+        self.unit_start = rank * s // p
+        self.unit_stop = (rank + 1) * s // p
+        self.unit_size = self.unit_stop - self.unit_start
+        self.num_units = len(self.unit_size)
+        mean = float(self.unit_size.mean()) if self.num_units else 1.0
+        self.units_per_window = max(1, int(round(window / max(mean, 1.0))))
+        self.per_epoch = -(-self.num_units // self.units_per_window)
+        self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-def window_bounds(index: int, window: int) -> tuple[int, int]:
-    return index * window, (index + 1) * window
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_epochs"] = {}
+        return state
 
+    def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        cached = self._epochs.get(epoch)
+        if cached is None:
+            order = block_order(self.num_blocks, self.seed, self.domain, epoch, self.shuffle)
+            parts = self.parts[order]
+            base = np.repeat(self.first_unit[order] - (np.cumsum(parts) - parts), parts)
+            units = base + np.arange(self.num_units, dtype=np.int64)
+            csum = np.concatenate([[0], np.cumsum(self.unit_size[units])])
+            if len(self._epochs) >= 3:
+                self._epochs.pop(min(self._epochs))
+            cached = self._epochs[epoch] = (units, csum)
+        return cached
 
-def window_permutation(n: int, seed: int, domain: int, index: int, shuffle: bool) -> np.ndarray:
-    if not shuffle:
-        return np.arange(n, dtype=np.int64)
-    return permutation(n, seed, WINDOW_SHUFFLE, domain, index)
+    def _range(self, window: int) -> tuple[int, int, int]:
+        epoch, i = divmod(window, self.per_epoch)
+        a = i * self.units_per_window
+        return epoch, a, min(self.num_units, a + self.units_per_window)
+
+    def epoch_of(self, window: int) -> int:
+        return window // self.per_epoch
+
+    def size(self, window: int) -> int:
+        epoch, a, b = self._range(window)
+        csum = self._epoch(epoch)[1]
+        return int(csum[b] - csum[a])
+
+    def spans(self, window: int) -> list[BlockSpan]:
+        epoch, a, b = self._range(window)
+        units = self._epoch(epoch)[0][a:b]
+        return [BlockSpan(int(self.unit_block[u]), int(self.unit_start[u]), int(self.unit_stop[u]))
+                for u in units]

@@ -34,7 +34,7 @@ from .progress import Progress
 from .readers import ReadOptions
 from .schemas import group_schema
 from .shardfile import is_temp
-from .tokenize import TokenizerInfo, load_tokenizer
+from .tokenize import TokenizerInfo, cached_tokenizer
 from .unit import ConvertSettings, DomainPart, UnitResult, check_token_column, run_unit
 from .validate import DOMAIN_NAME, BadRecords
 from .writer import ShardLayout, ShardSink, domain_stats
@@ -62,6 +62,7 @@ class ConvertOptions:
     blocks_per_shard: int | None = 16
     shard_bytes: int | None = None
     compression: str | None = "zstd"
+    block_bytes: int | None = 8 << 20
     workers: int = 1
     chunk_bytes: int = 64 << 20
     read_bytes: int = 8 << 20
@@ -114,7 +115,7 @@ def _check(o: ConvertOptions) -> TokenizerInfo | None:
         raise ShardError("--seq-len needs --tokenizer and a length >= 2")
     if o.tokenizer is None:
         return None
-    _, info = load_tokenizer(o.tokenizer, o.eos_token)
+    _, info = cached_tokenizer(o.tokenizer, o.eos_token)
     if o.seq_len and info.eos_id is None:
         raise InputError(o.tokenizer, "the tokenizer has no EOS token (needed between packed "
                          "documents)", "name one with --eos-token")
@@ -162,6 +163,8 @@ def _finished(state: str, unit: WorkUnit, output: str) -> UnitResult | None:
 
 
 def _prepare_output(o: ConvertOptions, fingerprint: str) -> str:
+    if os.path.exists(o.output) and not os.path.isdir(o.output):
+        raise ShardError(f"--output {o.output} is a file; give a folder")
     state = os.path.join(o.output, STATE_DIR)
     os.makedirs(state, exist_ok=True)
     plan = os.path.join(state, "plan.json")
@@ -324,7 +327,8 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
                for _, files in groups]
     units = plan_units(groups, o.chunk_bytes)
     layout = ShardLayout("parquet" if o.output_format == "mds" else o.output_format,
-                         o.rows_per_block, o.blocks_per_shard, o.shard_bytes, o.compression)
+                         o.rows_per_block, o.blocks_per_shard, o.shard_bytes, o.compression,
+                         o.block_bytes)
     s = ConvertSettings(
         output=os.path.abspath(o.output), layout=layout,
         schemas=tuple(sc for sc, _ in schemas), origins=tuple(orig for _, orig in schemas),

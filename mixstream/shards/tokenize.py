@@ -129,6 +129,18 @@ def load_tokenizer(path: str, eos_token: str | None = None) -> tuple[Any, Tokeni
     return tok, info
 
 
+_CACHE: dict[tuple[str, str | None, int], tuple[Any, TokenizerInfo]] = {}
+
+
+def cached_tokenizer(path: str, eos_token: str | None = None) -> tuple[Any, TokenizerInfo]:
+    """:func:`load_tokenizer`, once per process and (path, eos_token, modification time)."""
+    mtime = os.stat(path).st_mtime_ns if os.path.exists(path) else -1
+    key = (os.path.abspath(path), eos_token, mtime)
+    if key not in _CACHE:
+        _CACHE[key] = load_tokenizer(path, eos_token)
+    return _CACHE[key]
+
+
 def encode(tok: Any, texts: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of ``texts``: ``(values, lengths)``, no special tokens added."""
     fast = getattr(tok, "encode_batch_fast", tok.encode_batch)

@@ -23,7 +23,7 @@ from .inputs import WorkUnit
 from .pack import append_eos, pack, packed_table
 from .readers import ReadOptions, read_piece
 from .tables import ragged_array
-from .tokenize import TokenizerInfo, encode, load_tokenizer
+from .tokenize import TokenizerInfo, cached_tokenizer, encode
 from .validate import BadRecords, check_fields, check_text, split_domains
 from .writer import ShardLayout, ShardSink
 
@@ -84,17 +84,9 @@ class UnitResult:
         return cls(int(data["unit"]), parts, bad)
 
 
-_TOKENIZERS: dict[tuple[str, str | None], tuple[Any, TokenizerInfo]] = {}
-
-
 def get_tokenizer(s: ConvertSettings) -> tuple[Any, TokenizerInfo] | None:
     """The settings' tokenizer, loaded once per process."""
-    if s.tokenizer is None:
-        return None
-    key = (s.tokenizer, s.eos_token)
-    if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = load_tokenizer(s.tokenizer, s.eos_token)
-    return _TOKENIZERS[key]
+    return None if s.tokenizer is None else cached_tokenizer(s.tokenizer, s.eos_token)
 
 
 class DomainOut:

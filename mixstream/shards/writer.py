@@ -13,7 +13,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..sources.arrow import schema_from_arrow
 from .errors import ShardError
@@ -38,9 +40,12 @@ class ShardLayout:
     blocks_per_shard: int | None = 16
     shard_bytes: int | None = None
     compression: str | None = "zstd"
+    block_bytes: int | None = None  # also close a block once its rows hold this many bytes
 
     def __post_init__(self) -> None:
         check_format(self.shard_format, self.compression)
+        if self.block_bytes is not None and self.block_bytes < 1:
+            raise ShardError(f"block_bytes must be >= 1 or None, got {self.block_bytes}")
         if self.rows_per_block < 1:
             raise ShardError(f"rows_per_block must be >= 1, got {self.rows_per_block}")
         if self.blocks_per_shard is not None and self.blocks_per_shard < 1:
@@ -86,15 +91,28 @@ class ShardSink:
             self._pending.append(b)
             self._pending_rows += b.num_rows
             self.rows += b.num_rows
-            while self._pending_rows >= self.layout.rows_per_block:
-                self._emit_block(self.layout.rows_per_block)
+            while (n := self._full_block()) is not None:
+                self._emit_block(n)
 
     def close(self) -> list[ShardInfo]:
         """Flush the last (short) block and shard; returns every shard written."""
-        if self._pending_rows:
-            self._emit_block(self._pending_rows)
+        while self._pending_rows:
+            self._emit_block(self._full_block() or self._pending_rows)
         self._finish_shard()
         return self.shards
+
+    def _full_block(self) -> int | None:
+        """Rows of the next block if the pending rows fill one, else None."""
+        rows = self.layout.rows_per_block
+        if self.layout.block_bytes is None:
+            return rows if self._pending_rows >= rows else None
+        assert self.schema is not None
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        size = np.cumsum(row_bytes(table.slice(0, rows)))
+        fit = max(int(np.searchsorted(size, self.layout.block_bytes, side="right")), 1)
+        if fit < min(rows, self._pending_rows) or self._pending_rows >= rows:
+            return min(fit, rows)
+        return None
 
     def abort(self) -> None:
         if self._file is not None:
@@ -128,6 +146,23 @@ class ShardSink:
         if self._file is not None:
             self.shards.append(self._file.close())
             self._file = None
+
+
+def row_bytes(table: pa.Table) -> np.ndarray:
+    """Approximate bytes of each row (values of strings and lists counted exactly)."""
+    out = np.zeros(table.num_rows, dtype=np.int64)
+    for col in table.columns:
+        t = col.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
+            lengths = pc.binary_length(col)
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            width = t.value_type.bit_width // 8 if pa.types.is_primitive(t.value_type) else 8
+            lengths = pc.multiply(pc.list_value_length(col), width)
+        else:
+            out += max(col.nbytes // max(len(col), 1), 1)
+            continue
+        out += pc.fill_null(lengths, 0).to_numpy().astype(np.int64)
+    return out
 
 
 def domain_stats(shards: list[ShardInfo], documents: int | None = None,
@@ -173,6 +208,7 @@ def write_shards(
     blocks_per_shard: int | None = 16,
     shard_bytes: int | None = None,
     compression: str | None = "zstd",
+    block_bytes: int | None = None,
     token_column: str | None = None,
     schema: pa.Schema | None = None,
     extra: dict[str, Any] | None = None,
@@ -182,14 +218,16 @@ def write_shards(
 
     ``data``: a pyarrow Table / RecordBatch (or an iterable of them), a dict of columns, or an
     iterable of dict records. Numpy token columns: 2-D ``[n, L]`` → ``FixedSizeList<L>``, a
-    list of 1-D arrays → ``List``. Blocks hold ``rows_per_block`` rows; a shard closes after
+    list of 1-D arrays → ``List``. Blocks hold ``rows_per_block`` rows (fewer if ``block_bytes``
+    is set and they would hold more bytes, at least one row); a shard closes after
     ``blocks_per_shard`` blocks or once it reaches ``shard_bytes`` bytes. ``token_column``
     names the column whose tokens are counted in the manifest; ``schema`` fixes the column
     types (otherwise the first batch decides, and every later batch must match). Shards are
     written atomically and the manifest last; the same input gives byte-identical files.
     """
     directory = os.fspath(out_dir)
-    layout = ShardLayout(shard_format, rows_per_block, blocks_per_shard, shard_bytes, compression)
+    layout = ShardLayout(shard_format, rows_per_block, blocks_per_shard, shard_bytes, compression,
+                         block_bytes)
     old = _old_shards(directory, overwrite)
     sink = ShardSink(directory, layout, token_column=token_column, schema=schema)
     try:

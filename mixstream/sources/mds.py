@@ -5,7 +5,9 @@ is read whole (raw ``.mds`` file, or its compressed form decompressed in memory;
 written into the dataset directory), checked against the sizes (and, on request, hashes) in
 ``index.json``, and decoded column by column with numpy (:mod:`.mds_encodings`).
 
-Paths may be local or fsspec URLs (``s3://``, ``gs://``, ``memory://`` ...).
+Paths may be local or fsspec URLs (``s3://``, ``gs://``, ``http(s)://``, ``memory://`` ...):
+remote shards are fetched through the shared cache (:mod:`mixstream.remote`), checked against
+index.json's sizes and hashes before they enter it; the compressed form is fetched first.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import hashlib
 import json
 import os
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..remote.config import RemoteConfig
+from ..remote.fs import local_path
+from ..remote.store import Request, get_store
 from .base import Block, Schema, Source, SourceError
 from .mds_encodings import Encoding, decode_records, parse_encoding, unreadable
 
@@ -39,15 +45,21 @@ def _join(root: str, *parts: str) -> str:
     return posixpath.join(root, *parts) if _is_url(root) else os.path.join(root, *parts)
 
 
-def _read(path: str) -> bytes:
-    """Whole file; ``FileNotFoundError`` if absent."""
+def _read(path: str, remote: RemoteConfig | None = None, info: FileInfo | None = None) -> bytes:
+    """Whole file; ``FileNotFoundError`` if absent. URLs go through the remote store: a shard
+    (``info`` given) through the cache, checked against its size and hashes; index.json uncached."""
     if _is_url(path):
-        import fsspec  # only for URLs
-
-        fs, p = fsspec.core.url_to_fs(path)
-        return bytes(fs.cat_file(p))
+        store = get_store(remote or RemoteConfig())
+        if info is None:
+            return store.read_small(path)
+        with store.fetch(_request(path, info)) as pin:
+            return pin.read()
     with open(path, "rb") as f:
         return f.read()
+
+
+def _request(path: str, info: FileInfo) -> Request:
+    return Request(path, size=info.bytes, hashes=tuple(sorted(info.hashes.items())))
 
 
 def _exists(path: str) -> bool:
@@ -133,11 +145,11 @@ def parse_shard(obj: Any, i: int) -> ShardInfo:
     )
 
 
-def load_index(root: str) -> list[ShardInfo]:
+def load_index(root: str, remote: RemoteConfig | None = None) -> list[ShardInfo]:
     """Parse ``<root>/index.json``; :class:`SourceError` names the file and the fix."""
     path = _join(root, INDEX)
     try:
-        obj = json.loads(_read(path))
+        obj = json.loads(_read(path, remote))
     except FileNotFoundError:
         raise SourceError(
             f"{path} not found: an MDS dataset directory holds index.json beside its shards "
@@ -265,12 +277,14 @@ class MDSSource(Source):
         columns: list[str] | None = None,
         allow_unsafe_types: bool = False,
         verify_hashes: bool = False,
+        remote: RemoteConfig | None = None,
     ) -> None:
-        root = os.fspath(path)
+        root = local_path(path)
         self.uri = _join(root, split) if split else root
         self.allow_unsafe_types = allow_unsafe_types
         self.verify_hashes = verify_hashes
-        self.shards = load_index(self.uri)
+        self.remote = (remote or RemoteConfig()) if _is_url(self.uri) else None
+        self.shards = load_index(self.uri, self.remote)
         self._encodings = self._check_columns()
         names = list(self.shards[0].names)
         unknown = [c for c in columns or [] if c not in names]
@@ -340,6 +354,22 @@ class MDSSource(Source):
         ]
         return float(fixed[0]) if len(fixed) == 1 and fixed[0] else None
 
+    def _zip_first(self, info: ShardInfo) -> bool:
+        """Remote shards: fetch the compressed form first (less to transfer)."""
+        return (self.remote is not None and info.zip is not None and bool(info.compression)
+                and str(info.compression).split(":")[0] in COMPRESSIONS)
+
+    def prefetch(self, blocks: Sequence[int]) -> None:
+        """Start fetching the shards of ``blocks`` in the background (remote datasets)."""
+        if self.remote is None:
+            return
+        reqs = []
+        for b in blocks:
+            info = self.shards[int(b)]
+            f = info.zip if self._zip_first(info) and info.zip is not None else info.raw
+            reqs.append(_request(_join(self.uri, f.basename), f))
+        get_store(self.remote).prefetch(reqs)
+
     def read_block(self, index: int) -> Block:
         if not 0 <= index < len(self.shards):
             raise IndexError(f"{self.uri}: block {index} out of range [0, {len(self.shards)})")
@@ -357,7 +387,9 @@ class MDSSource(Source):
         """The raw shard: the ``.mds`` file if present, else its compressed form, in memory."""
         raw_path = _join(self.uri, info.raw.basename)
         try:
-            data = _read(raw_path)
+            if self._zip_first(info):
+                raise FileNotFoundError(raw_path)  # try the compressed form, then the raw one
+            data = _read(raw_path, self.remote, info.raw)
         except FileNotFoundError:
             pass
         else:
@@ -376,8 +408,16 @@ class MDSSource(Source):
                 "rewrite the dataset with compression='zstd'"
             )
         try:
-            packed = _read(zip_path)
+            packed = _read(zip_path, self.remote, info.zip)
         except FileNotFoundError:
+            if self._zip_first(info):
+                try:
+                    data = _read(raw_path, self.remote, info.raw)
+                except FileNotFoundError:
+                    pass
+                else:
+                    check_file(raw_path, data, info.raw, self.verify_hashes)
+                    return raw_path, data
             raise SourceError(
                 f"shard missing: neither {zip_path} nor {raw_path} exists (listed in {INDEX}); "
                 "restore the shard or rewrite the dataset"

@@ -1,59 +1,132 @@
-"""Native mixstream domain directories: a manifest plus Parquet or Arrow IPC shards."""
+"""Native mixstream domain directories: a manifest plus Parquet or Arrow IPC shards.
+
+The directory may be local or an fsspec URL (``s3://``, ``gs://``, ``http(s)://`` ...). Remote
+shards are fetched through the shared cache (:mod:`mixstream.remote`): whole, checked against
+the manifest's size and sha256, or, for Parquet shards above ``whole_file_max_bytes``, per row
+group with range reads.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..shards.manifest import Manifest, load_manifest
+from ..remote.config import RemoteConfig
+from ..remote.fs import is_url, join, local_path
+from ..remote.parquet import RemoteParquetFile
+from ..remote.store import Request, get_store
+from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 from .arrow import block_from_arrow
 from .base import Block, Schema, Source, SourceError
+
+MAX_OPEN = 8  # open shard handles per reader
+
+
+def load_remote_manifest(url: str, remote: RemoteConfig, data: bytes | None = None) -> Manifest:
+    """``<url>/manifest.json`` through the store (retried, not cached)."""
+    path = join(url, MANIFEST_NAME)
+    if data is None:
+        try:
+            data = get_store(remote).read_small(path)
+        except FileNotFoundError as e:
+            raise SourceError(f"{path}: no manifest; write the directory with "
+                              f"mixstream.write_shards or index existing Parquet with "
+                              f"`mixstream-shard index`") from e
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path}: unreadable manifest ({e}); re-create it with "
+                          f"`mixstream-shard index`") from e
+    return parse_manifest(obj, path)
 
 
 class NativeSource(Source):
     """A directory written by :func:`mixstream.write_shards` or indexed by ``mixstream-shard``.
 
     Sample counts come from the manifest, so construction opens no shard. Shard sizes are
-    checked against the manifest (a truncated or replaced shard is reported up front).
+    checked against the manifest (a truncated or replaced shard is reported up front; for a URL,
+    where the listing gives sizes, and always when a shard is downloaded).
     """
 
-    def __init__(self, directory: str, *, check_sizes: bool = True):
-        self.uri = os.fspath(directory)
-        self.manifest: Manifest = load_manifest(self.uri)
+    def __init__(self, directory: str | os.PathLike[str], *, check_sizes: bool = True,
+                 remote: RemoteConfig | None = None, manifest_bytes: bytes | None = None):
+        self.uri = local_path(directory)
+        self.remote = (remote or RemoteConfig()) if is_url(self.uri) else None
+        if self.remote is not None:
+            self.manifest: Manifest = load_remote_manifest(self.uri, self.remote, manifest_bytes)
+        else:
+            self.manifest = load_manifest(self.uri)
         self._files: list[str] = []
         shard_of: list[int] = []
         local: list[int] = []
         sizes: list[int] = []
         for i, shard in enumerate(self.manifest.shards):
-            path = os.path.join(self.uri, shard.path)
+            path = join(self.uri, shard.path)
             self._files.append(path)
-            if check_sizes:
-                try:
-                    actual = os.path.getsize(path)
-                except OSError as e:
-                    raise SourceError(f"{path}: shard listed in {self.uri}/manifest.json is missing "
-                                      f"({e.strerror}); restore it or re-run the conversion") from e
-                if shard.bytes and actual != shard.bytes:
-                    raise SourceError(f"{path}: {actual} bytes on disk but the manifest says "
-                                      f"{shard.bytes} (truncated or replaced?); re-run the conversion "
-                                      f"or `mixstream-shard verify {self.uri}`")
+            if check_sizes and self.remote is None:
+                self._check_local(path, shard.bytes)
             for j, n in enumerate(shard.blocks):
                 shard_of.append(i)
                 local.append(j)
                 sizes.append(n)
+        if check_sizes and self.remote is not None:
+            self._check_remote()
         self._shard_of = np.asarray(shard_of, dtype=np.int64)
         self._local = np.asarray(local, dtype=np.int64)
         self._sizes = np.asarray(sizes, dtype=np.int64)
         self._open: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def _check_local(self, path: str, expect: int) -> None:
+        try:
+            actual = os.path.getsize(path)
+        except OSError as e:
+            raise SourceError(f"{path}: shard listed in {self.uri}/manifest.json is missing "
+                              f"({e.strerror}); restore it or re-run the conversion") from e
+        if expect and actual != expect:
+            raise SourceError(f"{path}: {actual} bytes on disk but the manifest says "
+                              f"{expect} (truncated or replaced?); re-run the conversion "
+                              f"or `mixstream-shard verify {self.uri}`")
+
+    def _check_remote(self) -> None:
+        """One listing of the directory; checks the shards whose size it reports."""
+        assert self.remote is not None
+        if self.uri.startswith(("http://", "https://")):
+            return  # HTTP listings (HTML pages) carry no sizes
+        try:
+            listed = dict(get_store(self.remote).find(self.uri.rstrip("/")))
+        except (OSError, ValueError, NotImplementedError):
+            return  # no listing (a plain HTTP server): sizes are checked on download
+        sizes = {url: info.get("size") for url, info in listed.items()}
+        if not sizes:
+            return
+        for path, shard in zip(self._files, self.manifest.shards):
+            actual = sizes.get(path, "missing")
+            if actual == "missing" and any(v is not None for v in sizes.values()):
+                raise SourceError(f"{path}: shard listed in {self.uri}/manifest.json is not in "
+                                  f"the directory listing; upload it or re-run the conversion")
+            if isinstance(actual, int) and shard.bytes and actual != shard.bytes:
+                raise SourceError(f"{path}: {actual} bytes at the remote but the manifest says "
+                                  f"{shard.bytes} (truncated or replaced?); upload it again or "
+                                  f"re-run the conversion")
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_open"] = {}
+        state["_open"] = {k: v for k, v in self._open.items() if self.remote is not None}
+        state["_lock"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def block_sizes(self) -> np.ndarray:
@@ -68,18 +141,58 @@ class NativeSource(Source):
         n = self.manifest.num_samples
         return tokens / n if tokens is not None and n else None
 
+    # -- opening shards ----------------------------------------------------------------------
+    def _remote_request(self, shard: int) -> Request:
+        info = self.manifest.shards[shard]
+        hashes = (("sha256", info.sha256),) if info.sha256 else ()
+        return Request(self._files[shard], size=info.bytes or None, hashes=hashes)
+
+    def _remote_file(self, shard: int) -> RemoteParquetFile:
+        assert self.remote is not None
+        info = self.manifest.shards[shard]
+        req = self._remote_request(shard)
+        return RemoteParquetFile(req.url, info.bytes, self.remote, hashes=req.hashes)
+
+    def _new_handle(self, shard: int) -> Any:
+        path = self._files[shard]
+        parquet = self.manifest.shard_format == "parquet"
+        if self.remote is None:
+            if parquet:
+                return pq.ParquetFile(path, memory_map=True)
+            return pa.ipc.open_file(pa.memory_map(path, "r"))
+        if parquet:
+            return self._remote_file(shard)
+        return _RemoteArrow(self._remote_request(shard), self.remote)
+
     def _handle(self, shard: int) -> Any:
-        h = self._open.get(shard)
+        with self._lock:
+            h = self._open.get(shard)
         if h is None:
-            path = self._files[shard]
-            if self.manifest.shard_format == "parquet":
-                h = pq.ParquetFile(path, memory_map=True)
-            else:
-                h = pa.ipc.open_file(pa.memory_map(path, "r"))
-            if len(self._open) >= 8:  # bound open files per reader
-                self._open.pop(next(iter(self._open)))
-            self._open[shard] = h
+            h = self._new_handle(shard)
+            with self._lock:
+                h = self._open.setdefault(shard, h)
+                # bound open local files; remote handles hold no file (only a parsed footer)
+                while self.remote is None and len(self._open) > MAX_OPEN:
+                    self._open.pop(next(iter(self._open)))
         return h
+
+    def prefetch(self, blocks: Sequence[int]) -> None:
+        """Start fetching the shards (or row groups) of ``blocks`` in the background."""
+        if self.remote is None or not len(blocks):
+            return
+        store = get_store(self.remote)
+        reqs: list[Request] = []
+        shards: dict[int, list[int]] = {}
+        for b in blocks:
+            shards.setdefault(int(self._shard_of[b]), []).append(int(self._local[b]))
+        for shard, groups in shards.items():
+            info = self.manifest.shards[shard]
+            if self.manifest.shard_format == "parquet" and info.bytes > self.remote.whole_file_max_bytes:
+                # row-group ranges need the footer: fetch it on a pool thread, then prefetch
+                store.submit(partial(_prefetch_ranges, store, self._handle(shard), groups))
+            else:
+                reqs.append(self._remote_request(shard))
+        store.prefetch(reqs)
 
     def read_block(self, index: int) -> Block:
         shard = int(self._shard_of[index])
@@ -92,6 +205,11 @@ class NativeSource(Source):
             else:
                 data = h.get_batch(j)
             block = block_from_arrow(data, list(self.manifest.schema))
+        except SourceError:
+            raise
+        except FileNotFoundError as e:
+            raise SourceError(f"{path}: shard listed in {self.uri}/manifest.json is missing "
+                              f"({e}); restore it or re-run the conversion") from e
         except (OSError, pa.ArrowException, ValueError, KeyError, IndexError) as e:
             raise SourceError(f"{path}: cannot read block {j} ({type(e).__name__}: {e}); the shard "
                               f"is corrupt or truncated: re-run the conversion") from e
@@ -99,3 +217,18 @@ class NativeSource(Source):
             raise SourceError(f"{path}: block {j} has {data.num_rows} rows, the manifest says "
                               f"{self._sizes[index]}; re-run the conversion")
         return block
+
+
+def _prefetch_ranges(store: Any, rf: RemoteParquetFile, groups: list[int]) -> None:
+    store.prefetch(rf.requests(groups))
+
+
+class _RemoteArrow:
+    """An Arrow IPC shard at a URL: each batch is read from the cached file, pinned meanwhile."""
+
+    def __init__(self, request: Request, remote: RemoteConfig):
+        self.request, self.remote = request, remote
+
+    def get_batch(self, j: int) -> pa.RecordBatch:
+        with get_store(self.remote).fetch(self.request) as pin:
+            return pa.ipc.open_file(pa.BufferReader(pa.py_buffer(pin.mmap()))).get_batch(j)

@@ -1,19 +1,31 @@
-"""Plain Parquet files or globs, written by anyone: blocks are row groups, counts from footers."""
+"""Plain Parquet files or globs, written by anyone: blocks are row groups, counts from footers.
+
+Paths may be fsspec URLs (a file, a glob, or a directory searched for ``*.parquet``): footers
+are fetched at construction (once per machine, through the shared cache) and row groups are
+read with range reads, or whole files for files up to ``RemoteConfig.whole_file_max_bytes``.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..remote.config import RemoteConfig
+from ..remote.fs import is_url, local_path
+from ..remote.parquet import RemoteParquetFile
+from ..remote.store import get_store
 from .arrow import block_from_arrow, schema_from_arrow
 from .base import Block, Schema, Source, SourceError
 
 GLOB_CHARS = "*?["
+MAX_OPEN = 8
 
 
 def expand_parquet_paths(spec: str | list[str]) -> list[str]:
@@ -21,7 +33,7 @@ def expand_parquet_paths(spec: str | list[str]) -> list[str]:
     specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     out: list[str] = []
     for s in specs:
-        s = os.fspath(s)
+        s = local_path(s)
         if any(c in s for c in GLOB_CHARS):
             found = sorted(p for p in glob.glob(s, recursive=True) if os.path.isfile(p))
             if not found:
@@ -40,11 +52,47 @@ def expand_parquet_paths(spec: str | list[str]) -> list[str]:
     return out
 
 
+def expand_parquet_urls(spec: str, remote: RemoteConfig) -> list[tuple[str, dict[str, Any]]]:
+    """``(url, info)`` of the files a URL, glob URL or directory URL names."""
+    store = get_store(remote)
+    try:
+        if any(c in spec.split("://", 1)[1] for c in GLOB_CHARS):
+            found = store.glob(spec)
+            if not found:
+                raise SourceError(f"{spec}: no file matches this pattern; check the URL")
+            return found
+        if spec.endswith(".parquet"):
+            return [(spec, store.info(spec))]
+        found = store.find(spec.rstrip("/"), ".parquet")
+    except FileNotFoundError as e:
+        raise SourceError(f"{spec}: no such file or directory at the remote ({e})") from e
+    if not found:
+        raise SourceError(f"{spec}: no *.parquet files under this URL (and no manifest.json or "
+                          f"index.json); pass the file URLs or a glob, or check that the server "
+                          f"lists directories")
+    return found
+
+
 class ParquetSource(Source):
     """Parquet files as they are. Only footers are read at construction."""
 
-    def __init__(self, paths: str | list[str], *, columns: list[str] | None = None):
-        self.files = expand_parquet_paths(paths)
+    def __init__(self, paths: str | list[str], *, columns: list[str] | None = None,
+                 remote: RemoteConfig | None = None):
+        specs = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        urls = [os.fspath(s) for s in specs if is_url(s)]
+        self.remote = (remote or RemoteConfig()) if urls else None
+        self._remote: list[RemoteParquetFile | None] = []
+        if urls:
+            if len(urls) != len(specs):
+                raise SourceError(f"{specs}: mix of local paths and URLs in one Parquet source; "
+                                  f"give them as separate sources of the domain")
+            assert self.remote is not None
+            found = [f for u in urls for f in expand_parquet_urls(u, self.remote)]
+            self.files = [u for u, _ in found]
+            self._remote = get_store(self.remote).map(lambda f: self._open_remote(*f), found)
+        else:
+            self.files = expand_parquet_paths(paths)
+            self._remote = [None] * len(self.files)
         self.uri = self.files[0] if len(self.files) == 1 else f"{self.files[0]} (+{len(self.files) - 1} files)"
         self.columns = columns
         file_of: list[int] = []
@@ -52,9 +100,14 @@ class ParquetSource(Source):
         sizes: list[int] = []
         schema: pa.Schema | None = None
         for i, path in enumerate(self.files):
+            rf = self._remote[i]
             try:
-                meta = pq.read_metadata(path)
-                file_schema = pq.read_schema(path)
+                if rf is None:
+                    meta = pq.read_metadata(path)
+                    file_schema = pq.read_schema(path)
+                else:
+                    meta = rf.metadata
+                    file_schema = meta.schema.to_arrow_schema()
             except (OSError, pa.ArrowException) as e:
                 raise SourceError(f"{path}: not a readable Parquet file ({e}); is it truncated?") from e
             if columns is not None:
@@ -80,11 +133,32 @@ class ParquetSource(Source):
         self._local = np.asarray(local, dtype=np.int64)
         self._sizes = np.asarray(sizes, dtype=np.int64)
         self._open: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def _open_remote(self, url: str, info: dict[str, Any]) -> RemoteParquetFile:
+        assert self.remote is not None
+        size = info.get("size")
+        if size is None:
+            info = get_store(self.remote).info(url)
+            size = info.get("size")
+        if size is None:
+            raise SourceError(f"{url}: the server does not report the file size (no "
+                              f"Content-Length); Parquet range reads need it")
+        tag = str(info.get("ETag") or info.get("etag") or info.get("LastModified")
+                  or info.get("mtime") or "")
+        rf = RemoteParquetFile(url, int(size), self.remote, tag=tag)
+        rf.metadata  # noqa: B018 - fetch the footer now (pickled to workers with the source)
+        return rf
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_open"] = {}
+        state["_lock"] = None
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def block_sizes(self) -> np.ndarray:
@@ -94,19 +168,42 @@ class ParquetSource(Source):
     def schema(self) -> Schema:
         return self._schema
 
+    def prefetch(self, blocks: Sequence[int]) -> None:
+        """Start fetching the row groups (or whole files) of ``blocks`` in the background."""
+        if self.remote is None:
+            return
+        reqs = []
+        for b in blocks:
+            rf = self._remote[int(self._file_of[b])]
+            assert rf is not None
+            reqs.extend(rf.requests([int(self._local[b])]))
+        get_store(self.remote).prefetch(reqs)
+
+    def _handle(self, f: int) -> Any:
+        rf = self._remote[f]
+        if rf is not None:
+            return rf  # holds no open file
+        with self._lock:
+            h = self._open.get(f)
+        if h is None:
+            h = pq.ParquetFile(self.files[f], memory_map=True)
+            with self._lock:
+                h = self._open.setdefault(f, h)
+                while len(self._open) > MAX_OPEN:
+                    self._open.pop(next(iter(self._open)))
+        return h
+
     def read_block(self, index: int) -> Block:
         f = int(self._file_of[index])
         j = int(self._local[index])
         path = self.files[f]
         try:
-            h = self._open.get(f)
-            if h is None:
-                h = pq.ParquetFile(path, memory_map=True)
-                if len(self._open) >= 8:
-                    self._open.pop(next(iter(self._open)))
-                self._open[f] = h
-            table = h.read_row_group(j, columns=self.columns)
+            table = self._handle(f).read_row_group(j, columns=self.columns)
             return block_from_arrow(table, self._arrow_schema.names)
+        except SourceError:
+            raise
+        except FileNotFoundError as e:
+            raise SourceError(f"{path}: file is gone ({e}); restore it") from e
         except (OSError, pa.ArrowException, ValueError) as e:
             raise SourceError(f"{path}: cannot read row group {j} ({type(e).__name__}: {e}); the "
                               f"file is corrupt or truncated") from e

@@ -8,14 +8,57 @@ from typing import Any
 
 import numpy as np
 
+from ..remote.config import RemoteConfig
+from ..remote.fs import filesystem, is_url, join, local_path
+from ..remote.store import get_store
 from .base import Block, Schema, Source, SourceError
 from .parquet import GLOB_CHARS
 
-REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "http://", "https://", "hf://")
+
+def open_remote(url: str, remote: RemoteConfig | None = None) -> Source:
+    """A :class:`Source` for an fsspec URL: a shard directory (manifest.json), an MDS directory
+    (index.json), a Parquet file, glob or directory."""
+    remote = remote or RemoteConfig()
+    filesystem(url, remote)  # a missing backend is reported for the URL the user gave
+    if any(c in url.split("://", 1)[1] for c in GLOB_CHARS) or url.endswith(".parquet"):
+        from .parquet import ParquetSource
+
+        return ParquetSource(url, remote=remote)
+    store = get_store(remote)
+    root = url.rstrip("/")
+    try:
+        manifest = store.read_small(join(root, "manifest.json"))
+    except FileNotFoundError:
+        pass
+    else:
+        from .native import NativeSource
+
+        return NativeSource(root, remote=remote, manifest_bytes=manifest)
+    try:
+        store.read_small(join(root, "index.json"))
+    except FileNotFoundError:
+        pass
+    else:
+        from .mds import MDSSource
+
+        return MDSSource(root, remote=remote)
+    for marker in ("dataset_info.json", "state.json"):
+        try:
+            store.read_small(join(root, marker))
+        except FileNotFoundError:
+            continue
+        raise SourceError(f"{url}: a datasets save_to_disk folder at a URL is not read remotely; "
+                          f"convert it with `mixstream-shard convert` and upload the shard "
+                          f"directory, or copy it to local disk")
+    from .parquet import ParquetSource
+
+    return ParquetSource(root, remote=remote)
 
 
-def open_source(spec: Any) -> Source:
-    """One :class:`Source` for a path, glob, ``datasets.Dataset`` or ready-made Source."""
+def open_source(spec: Any, remote: RemoteConfig | None = None) -> Source:
+    """One :class:`Source` for a path, URL, glob, ``datasets.Dataset`` or ready-made Source.
+
+    ``remote`` configures URLs (cache directory and limit, concurrency, retries)."""
     if isinstance(spec, Source):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
@@ -29,12 +72,9 @@ def open_source(spec: Any) -> Source:
             return HFSource(spec)
         raise SourceError(f"cannot read a domain from {type(spec).__name__}; pass a path, glob, "
                           f"datasets.Dataset or mixstream Source")
-    path = os.fspath(spec)
-    if path.startswith("file://"):
-        path = path[len("file://"):]
-    if path.startswith(REMOTE_SCHEMES):
-        raise SourceError(f"{path}: remote storage is not supported by this version; copy the shards "
-                          f"to local disk first")
+    if is_url(spec):
+        return open_remote(os.fspath(spec), remote)
+    path = local_path(spec)
     if any(c in path for c in GLOB_CHARS):
         from .parquet import ParquetSource
 
@@ -71,13 +111,13 @@ def open_source(spec: Any) -> Source:
 class Domain:
     """One domain: the blocks of its sources, end to end, with one schema."""
 
-    def __init__(self, name: str, spec: Any):
+    def __init__(self, name: str, spec: Any, remote: RemoteConfig | None = None):
         self.name = name
         specs: Sequence[Any] = spec if isinstance(spec, (list, tuple)) else [spec]
         if not specs:
             raise SourceError(f"domain {name!r}: empty list of sources")
         try:
-            self.sources = [open_source(s) for s in specs]
+            self.sources = [open_source(s, remote) for s in specs]
         except SourceError as e:
             raise SourceError(f"domain {name!r}: {e}") from e
         first = self.sources[0]
@@ -101,6 +141,21 @@ class Domain:
             return self.sources[i].read_block(index - int(self._first[i]))
         except SourceError as e:
             raise SourceError(f"domain {self.name!r}: {e}") from e
+
+    def prefetch(self, blocks: Sequence[int]) -> None:
+        """Hint: these blocks are read soon. Remote sources start fetching them in the
+        background (bounded concurrency); local sources ignore it."""
+        by_source: dict[int, list[int]] = {}
+        for b in blocks:
+            i = int(self._source_of[b])
+            by_source.setdefault(i, []).append(int(b) - int(self._first[i]))
+        for i, local in by_source.items():
+            hint = getattr(self.sources[i], "prefetch", None)
+            if hint is not None:
+                try:
+                    hint(local)
+                except SourceError as e:
+                    raise SourceError(f"domain {self.name!r}: {e}") from e
 
     def stats(self) -> dict[str, int | None]:
         """Samples, tokens, bytes and documents, where the sources know them."""
