@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/mixstream demo --output demo_out
+	$(BIN)/mixstream demo --workdir demo_out --threads 1
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
