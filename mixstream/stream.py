@@ -161,9 +161,9 @@ class MixStream(IterableDataset):
     @consumed_batches.setter
     def consumed_batches(self, value: int) -> None:
         """For plain DataLoaders: tell the stream where the trainer is (e.g. ``step + 1``)."""
-        if value < self._consumed and self._tracker is not None and value < self._tracker.batch:
-            raise ValueError(f"consumed_batches cannot go back from {self._consumed} to {value}; "
-                             f"load a checkpoint instead")
+        if self._tracker is not None and value < self._tracker.batch:
+            raise ValueError(f"consumed_batches cannot go back from {self._tracker.batch} to "
+                             f"{value}; load a checkpoint instead")
         self._consumed = int(value)
         self._begin_iteration()
 
