@@ -42,21 +42,31 @@ class WeightChannel:
             self._ck_int = torch.zeros(size, dtype=torch.int64).share_memory_()
             self.num_slots, self.queue_depth = num_slots, queue_depth
 
-    # numpy views are made on demand: they must not be pickled into workers
+    # numpy views are cached per process but never pickled into workers (they would be copies)
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_views", None)
+        return state
+
     def _np(self, t: torch.Tensor) -> np.ndarray:
-        return t.numpy()
+        views = self.__dict__.setdefault("_views", {})
+        key = id(t)
+        view = views.get(key)
+        if view is None or view[0] is not t:
+            view = views[key] = (t, t.numpy())
+        return view[1]
 
     # -- weight entries ---------------------------------------------------------------------
     @property
     def published(self) -> int:
-        return int(self._head[0])
+        return int(self._np(self._head)[0])
 
     def publish(self, from_sample: int, weights: np.ndarray) -> None:
         i = self.published
         row = self._np(self._ring)[i % self.capacity]
         row[0] = from_sample
         row[1:] = weights
-        self._head[0] = i + 1  # written last: readers see complete entries only
+        self._np(self._head)[0] = i + 1  # written last: readers see complete entries only
 
     def read(self, start: int) -> tuple[list[tuple[int, np.ndarray]], int]:
         """Entries published from index ``start`` on, and the next index to read."""
