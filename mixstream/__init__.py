@@ -1,9 +1,45 @@
-"""mixstream: mixture-aware streaming data loading for PyTorch language-model training."""
+"""mixstream: mixture-aware streaming data loading for PyTorch language-model training.
 
-from .loader import MixLoader
-from .plan.mixture import LateWeightChangeError
-from .sources.base import Ragged, Source, SourceError
-from .stream import MixStream
+Top-level names are imported lazily, so that e.g. ``mixstream-shard`` and its worker processes
+do not pay for importing torch.
+"""
 
-__all__ = ["MixStream", "MixLoader", "LateWeightChangeError", "Ragged", "Source", "SourceError"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "MixStream": "mixstream.stream",
+    "MixLoader": "mixstream.loader",
+    "LateWeightChangeError": "mixstream.plan.mixture",
+    "Ragged": "mixstream.sources.base",
+    "Source": "mixstream.sources.base",
+    "SourceError": "mixstream.sources.base",
+    "write_shards": "mixstream.shards.writer",
+    "RemoteConfig": "mixstream.remote.config",
+}
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .loader import MixLoader
+    from .plan.mixture import LateWeightChangeError
+    from .remote.config import RemoteConfig
+    from .shards.writer import write_shards
+    from .sources.base import Ragged, Source, SourceError
+    from .stream import MixStream
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mixstream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -49,15 +49,16 @@ def _fill_list(name: str, size: int, pieces: Pieces) -> list:
 
 
 def assemble(schema: Schema, size: int, pieces: Pieces, domain: np.ndarray,
-             index: np.ndarray) -> dict:
+             index: np.ndarray, uniform: bool = False) -> dict:
     """One batch dict: fixed/scalar columns as tensors, ragged as lists of tensors, others lists.
 
     ``schema`` may be the union of several domains' columns (per-sample mode); a column some
-    domains lack becomes a list with None in their rows.
+    domains lack becomes a list with None in their rows. ``uniform``: every domain is known to
+    have every column (batched mode checks this once).
     """
     batch: dict = {}
     for name, spec in schema.items():
-        everywhere = all(name in data for _, parts in pieces for data, _ in parts)
+        everywhere = uniform or all(name in data for _, parts in pieces for data, _ in parts)
         if spec.kind in ("fixed", "scalar") and everywhere:
             batch[name] = torch.from_numpy(_fill_array(spec, name, size, pieces))
         else:
@@ -71,7 +72,9 @@ def split_samples(batch: dict, size: int) -> Iterator[dict]:
     """The samples of an assembled batch, one dict each (for per-sample DataLoader mode)."""
     domain = batch["domain"].tolist()
     index = batch["index"].tolist()
-    cols = [(k, v) for k, v in batch.items() if k not in ("domain", "index")]
+    # one unbind per tensor column (B views in one call) instead of B indexing operations
+    cols = [(k, v.unbind(0) if isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items() if k not in ("domain", "index")]
     for i in range(size):
         sample = {k: v[i] for k, v in cols if v[i] is not None}
         sample["domain"] = domain[i]

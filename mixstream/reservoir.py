@@ -54,6 +54,7 @@ class DomainReader:
 
     def _load(self, index: int) -> Window:
         spans = self.geometry.spans(index)
+        self.domain.prefetch([s.block for s in spans])  # remote blocks: fetch all at once
         parts = [slice_block(self._read(s.block), s.start, s.stop) for s in spans]
         size = sum(s.stop - s.start for s in spans)
         perm = window_permutation(size, self.seed, self.domain_id, index, self.shuffle)
@@ -92,8 +93,14 @@ class DomainReader:
         """(window data, row indices) for claimed window pieces, in order."""
         out = []
         for index, off, k in pieces:
-            if self._exhausted(index):
-                raise DomainExhausted(self.domain.name)
-            win = self._get(index)
-            out.append((win.data, win.perm[off : off + k]))
+            cur = self._current
+            if cur is None or cur.index != index:
+                if self._exhausted(index):
+                    raise DomainExhausted(self.domain.name)
+                cur = self._get(index)
+            out.append((cur.data, cur.perm[off : off + k]))
         return out
+
+    @property
+    def window_index(self) -> int:
+        return -1 if self._current is None else self._current.index

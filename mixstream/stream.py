@@ -29,6 +29,7 @@ from .plan.claims import ClaimBook
 from .plan.mixture import MixCheckpoint
 from .plan.order import WindowGeometry
 from .plan.weights import WeightLog, WeightsLike, normalize_weights
+from .remote.config import RemoteConfig
 from .reservoir import DomainExhausted, DomainReader
 from .sources.base import Schema
 from .sources.resolve import Domain
@@ -61,6 +62,9 @@ class MixStream(IterableDataset):
         rank, world_size: defaults from ``torch.distributed`` when initialised, else 0 and 1.
         prefetch: decode the next window of each active domain in a background thread.
         max_pending_weight_changes: capacity of the shared weight-change ring.
+        remote, cache_dir, cache_limit_bytes, remote_concurrency: how URL sources (``s3://``,
+            ``gs://``, ``az://``, ``http(s)://``) are fetched: a local cache shared by all workers
+            and ranks of a machine (see :class:`~mixstream.remote.config.RemoteConfig`).
     """
 
     def __init__(
@@ -80,6 +84,10 @@ class MixStream(IterableDataset):
         world_size: int | None = None,
         prefetch: bool = True,
         max_pending_weight_changes: int | None = None,
+        remote: RemoteConfig | None = None,
+        cache_dir: str | None = None,
+        cache_limit_bytes: int | None = None,
+        remote_concurrency: int = 4,
     ):
         super().__init__()
         if not isinstance(domains, Mapping) or not domains:
@@ -92,7 +100,9 @@ class MixStream(IterableDataset):
         if shuffle_window < 1:
             raise ValueError(f"shuffle_window must be >= 1, got {shuffle_window}")
         self.domains: list[str] = list(domains)
-        self._domains = [Domain(name, spec) for name, spec in domains.items()]
+        remote = remote or RemoteConfig(cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
+                                        concurrency=remote_concurrency)
+        self._domains = [Domain(name, spec, remote=remote) for name, spec in domains.items()]
         self.schema = self._select_columns(columns)
         self._union_schema = dict(self.schema)
         if columns is None:
@@ -430,6 +440,9 @@ class MixStream(IterableDataset):
         executor = ThreadPoolExecutor(1, thread_name_prefix="mixstream") if self.prefetch else None
         readers: dict[int, DomainReader] = {}
         t = start + worker
+        weights = None
+        schema = self.schema if self.batched else self._union_schema
+        uniform = self.batched  # batched mode checked that every domain has these columns
         try:
             while True:
                 entries, next_entry = self._channel.read(next_entry)
@@ -443,11 +456,12 @@ class MixStream(IterableDataset):
                 except DomainExhausted:
                     return
                 a = g * bsz
-                schema = self.schema if self.batched else self._union_schema
-                batch = assemble(schema, bsz, pieces, dom, np.arange(a, a + bsz))
-                for i, reader in readers.items():
-                    if walker.cursor.weights[i] == 0:
-                        reader.release()
+                batch = assemble(schema, bsz, pieces, dom, np.arange(a, a + bsz), uniform)
+                if walker.cursor.weights is not weights:  # a change: drop switched-off domains
+                    weights = walker.cursor.weights
+                    for i, reader in readers.items():
+                        if weights[i] == 0:
+                            reader.release()
                 if self.batched:
                     yield batch
                 else:
@@ -477,8 +491,10 @@ class MixStream(IterableDataset):
                                       epochs=1 if self.on_exhausted == "stop" else None,
                                       executor=executor)
                 readers[i] = reader
+            before = reader.window_index
             pieces.append((order[start : start + n], reader.take(parts)))
-            reader.prefetch(book.upcoming(slot, i))
+            if reader.window_index != before:  # started a window: decode the reserved next one
+                reader.prefetch(book.upcoming(slot, i))
             start += n
         return pieces
 

@@ -62,6 +62,6 @@ class Walker:
         dom = self.cursor.domains(g * b, (g + 1) * b)
         slot = int(self.topo.slot_of(g))
         per = np.bincount(dom, minlength=len(self.claims.geometry))
-        out = [(int(d), self.claims.serve(slot, int(d), int(per[d]))) for d in np.flatnonzero(per)]
+        out = self.claims.serve_batch(slot, per)
         self.next_batch = g + 1
         return dom, out

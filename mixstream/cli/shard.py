@@ -181,8 +181,9 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixstream-shard", description=__doc__.split("\n")[0],
-                                     epilog=__doc__.split("\n", 1)[1],
+    parser = argparse.ArgumentParser(prog="mixstream-shard",
+                                     description=__doc__.split("\n")[0].split(": ", 1)[1],
+                                     epilog=__doc__.split("\n", 1)[1].replace("::", ":"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_convert, _add_index, _add_inspect, _add_verify):

@@ -73,6 +73,18 @@ class ClaimBook:
         for d in np.flatnonzero(per_domain):
             self.serve(slot, int(d), int(per_domain[d]))
 
+    def serve_batch(self, slot: int, per_domain: np.ndarray) -> list[tuple[int, list[Piece]]]:
+        """:meth:`serve` for every domain of one batch: ``[(domain, pieces) ...]``."""
+        present = np.flatnonzero(per_domain)
+        held = self.held[slot, present]
+        off = self.offset[slot, present]
+        n = per_domain[present]
+        if (held >= 0).all() and (n <= self.held_size[slot, present] - off).all():
+            self.offset[slot, present] = off + n  # fast path: every domain stays in its window
+            return [(d, [(h, o, k)]) for d, h, o, k in
+                    zip(present.tolist(), held.tolist(), off.tolist(), n.tolist())]
+        return [(d, self.serve(slot, d, int(per_domain[d]))) for d in present.tolist()]
+
     def serve(self, slot: int, domain: int, n: int) -> list[Piece]:
         """Serve ``n`` samples of ``domain`` to ``slot``: the window pieces they come from."""
         out: list[Piece] = []

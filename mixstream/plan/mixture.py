@@ -252,6 +252,10 @@ class MixCursor:
 
     def domains(self, start: int, stop: int) -> np.ndarray:
         """Domain ids (int64) of global samples ``[start, stop)``."""
+        cs = self._cs
+        if self._order is not None and start >= cs and stop <= self._end():  # fast path
+            self.frontier = max(self.frontier, stop)
+            return self._order[start - cs : stop - cs].copy()
         out = np.empty(stop - start, dtype=np.int64)
         pos = start
         while pos < stop:

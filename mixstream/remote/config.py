@@ -26,7 +26,7 @@ class RemoteConfig:
 
     Args:
         cache_dir: local directory shared by all workers and ranks on a machine (default:
-            :func:`default_cache_dir`). Blocks are downloaded into it once, checked, renamed.
+            :func:`default_cache_dir`, resolved when the config is made). Blocks are downloaded into it once, checked, renamed.
         cache_limit_bytes: evict least recently used files above this size (``None``: no limit).
             Files being read are never evicted, so the limit is exceeded if everything in use
             does not fit.
@@ -54,6 +54,10 @@ class RemoteConfig:
     storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # resolved once, here: workers (and threads still running from earlier streams) use the
+        # directory the stream was built with, whatever the environment says later
+        object.__setattr__(self, "cache_dir", os.path.abspath(os.path.expanduser(
+            self.cache_dir or default_cache_dir())))
         if self.concurrency < 1:
             raise ValueError(f"remote concurrency must be >= 1, got {self.concurrency}")
         if self.retries < 1:
@@ -65,10 +69,10 @@ class RemoteConfig:
 
     @property
     def cache_root(self) -> str:
-        return os.path.abspath(os.path.expanduser(self.cache_dir or default_cache_dir()))
+        assert self.cache_dir is not None  # set in __post_init__
+        return self.cache_dir
 
     def token(self) -> str:
         """A stable string identifying these settings (one store per process and token)."""
         data = asdict(self)
-        data["cache_dir"] = self.cache_root
         return json.dumps(data, sort_keys=True, default=repr)

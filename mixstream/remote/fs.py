@@ -18,7 +18,6 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
     "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure"),
     "http": ("aiohttp", "http"), "https": ("aiohttp", "http"),
-    "hf": ("huggingface_hub", "hf"),
 }  # fmt: skip
 
 _lock = threading.Lock()

@@ -3,41 +3,39 @@
 1. Resolve the input groups (``--domain NAME=PATH`` or inputs + ``--domain-field``), take each
    group's schema from its first file and split the inputs into work units (the split does not
    depend on ``--workers``).
-2. Run the units not finished by an earlier run, in worker processes; each writes its shards
-   atomically and the parent records it as done in ``<output>/.mixstream-shard/``.
-3. Per domain, pack the units' leftover tokens (in unit order) into the last shards, then write
-   ``manifest.json`` (last). Same inputs and options ⇒ byte-identical shards.
+2. Run the units not finished by an earlier run (:mod:`.pool`, :mod:`.unit`); each writes its
+   shards atomically and the parent records it as done in ``<output>/.mixstream-shard/``.
+3. Per domain, pack the units' leftover tokens (in unit order) into the last shards
+   (:mod:`.assemble`), then write ``manifest.json`` (last). Same inputs and options ⇒
+   byte-identical shards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from ..sources.base import ColumnSpec
+from .assemble import assemble_domain
 from .errors import InputError, ShardError
 from .inputs import InputFile, WorkUnit, plan_units, resolve
-from .manifest import Manifest, ShardInfo, save_manifest
-from .pack import pack, packed_table
+from .manifest import Manifest, save_manifest
+from .pool import run_units
 from .progress import Progress
 from .readers import ReadOptions
 from .schemas import group_schema
 from .shardfile import is_temp
 from .tokenize import TokenizerInfo, cached_tokenizer
-from .unit import ConvertSettings, DomainPart, UnitResult, check_token_column, run_unit
+from .unit import ConvertSettings, UnitResult, check_token_column
 from .validate import DOMAIN_NAME, BadRecords
-from .writer import ShardLayout, ShardSink, domain_stats
+from .writer import ShardLayout
 
 STATE_DIR = ".mixstream-shard"
 FORMATS = ("parquet", "arrow", "mds")
@@ -184,134 +182,6 @@ def _prepare_output(o: ConvertOptions, fingerprint: str) -> str:
     return state
 
 
-# --- worker processes -------------------------------------------------------------------
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(settings: ConvertSettings, queue: Any) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
-    _WORKER.update(settings=settings, queue=queue)
-
-
-def _work(unit: WorkUnit) -> UnitResult:
-    queue = _WORKER["queue"]
-    return run_unit(unit, _WORKER["settings"], lambda d, t, b: queue.put((d, t, b)))
-
-
-def _drain(queue: Any, progress: Progress) -> None:
-    while not queue.empty():
-        try:
-            progress.update(*queue.get_nowait())
-        except Exception:  # noqa: BLE001 - queue.Empty (racy empty() check)
-            return
-
-
-def _run(units: list[WorkUnit], s: ConvertSettings, workers: int, progress: Progress,
-         done: Callable[[UnitResult], None]) -> None:
-    if workers == 1 or len(units) <= 1:
-        for unit in units:
-            done(run_unit(unit, s, progress.update))
-            progress.unit_done()
-        return
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    pool = ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx,
-                               initializer=_init_worker, initargs=(s, queue))
-    futures: dict[Future[UnitResult], WorkUnit] = {pool.submit(_work, u): u for u in units}
-    try:
-        while futures:
-            finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
-            _drain(queue, progress)
-            for f in finished:
-                futures.pop(f)
-                done(f.result())
-                progress.unit_done()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        _drain(queue, progress)
-
-
-# --- per-domain assembly -------------------------------------------------------------------
-
-@dataclass
-class _Tail:
-    shards: list[ShardInfo] = field(default_factory=list)
-    directory: str | None = None  # mds
-    rows: int = 0
-    dropped: int = 0
-
-
-def _tail(domain_dir: str, parts: list[DomainPart], s: ConvertSettings, dtype: np.dtype) -> _Tail:
-    """Pack the units' leftover tokens, in unit order, into the domain's last shards."""
-    leftovers = [np.asarray(p.remainder, dtype=dtype) for p in parts if p.remainder]
-    if not s.seq_len or not leftovers:
-        return _Tail()
-    rows, rest = pack(np.empty(0, dtype), np.concatenate(leftovers), s.seq_len)
-    tail = _Tail(rows=len(rows), dropped=len(rest))
-    if not len(rows):
-        return tail
-    table = packed_table(rows, s.token_column)
-    if s.output_format == "mds":
-        from .mds import MDSSink
-
-        mds = MDSSink(os.path.join(domain_dir, "unit-tail"), s.layout)
-        mds.write(table)
-        mds.close()
-        tail.directory = "unit-tail"
-        return tail
-    sink = ShardSink(domain_dir, s.layout, prefix="shard-tail", token_column=s.token_column)
-    sink.write(table)
-    tail.shards = sink.close()
-    return tail
-
-
-def _assemble(domain: str, parts: list[tuple[WorkUnit, DomainPart]], s: ConvertSettings,
-              info: TokenizerInfo | None,
-              extra: dict[str, Any]) -> tuple[dict[str, Any], Manifest | None]:
-    """Tail shards, statistics and the manifest (not yet saved) of one domain."""
-    domain_dir = os.path.join(s.output, domain)
-    documents = sum(p.documents for _, p in parts)
-    if documents == 0:
-        raise ShardError(f"domain {domain!r}: no records in its inputs (empty input)")
-    schemas = {json.dumps(p.schema, sort_keys=True): u for u, p in parts if p.schema}
-    if len(schemas) > 1:
-        (a, ua), (b, ub) = list(schemas.items())[:2]
-        raise ShardError(f"domain {domain!r}: inputs disagree on fields: "
-                         f"{ua.pieces[0].file.path} gives {a}, {ub.pieces[0].file.path} gives "
-                         f"{b}; make them agree or --drop the differing fields")
-    dtype = info.dtype if info else np.dtype(np.uint32)
-    tail = _tail(domain_dir, [p for _, p in parts], s, dtype)
-    samples = sum(p.samples for _, p in parts) + tail.rows
-    if samples == 0:
-        raise ShardError(f"domain {domain!r}: {documents} documents but no samples "
-                         f"({sum(p.tokens for _, p in parts)} tokens < --seq-len {s.seq_len}); "
-                         f"use a shorter --seq-len or more data")
-    shards = [ShardInfo(**d) for _, p in parts for d in p.shards] + tail.shards
-    more: dict[str, Any] = {"text_bytes": sum(p.text_bytes for _, p in parts),
-                            "empty_documents": sum(p.empty for _, p in parts)}
-    if s.seq_len:
-        more["dropped_tokens"] = tail.dropped
-    if s.output_format == "mds":
-        from .mds import merge
-
-        dirs = [p.directory for _, p in parts if p.directory]
-        merge(domain_dir, dirs + ([tail.directory] if tail.directory else []))
-        tokens = samples * s.seq_len if s.seq_len else (
-            sum(p.tokens for _, p in parts) if info else None)
-        return {"documents": documents, "samples": samples, "tokens": tokens, **more}, None
-    stats = domain_stats(shards, documents, **more)
-    if any(p.schema for _, p in parts):
-        schema = next(p.schema for _, p in parts if p.schema)
-    else:  # every unit was shorter than seq_len: only the tail has rows
-        schema = {s.token_column: asdict(ColumnSpec("fixed", dtype.name, s.seq_len))}
-    manifest = Manifest(domain=domain, shard_format=s.output_format,
-                        schema={k: ColumnSpec(**v) for k, v in schema.items()}, shards=shards,
-                        token_column=s.token_column if info else None, stats=stats,
-                        extra=extra)
-    return stats, manifest
-
-
 def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> ConvertReport:
     """Run a conversion (see the module docstring); returns what was written."""
     t0 = time.perf_counter()
@@ -356,7 +226,7 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
         results[r.index] = r
 
     try:
-        _run(pending, s, o.workers, progress, done)
+        run_units(pending, s, o.workers, progress, done)
     finally:
         progress.close()
 
@@ -375,7 +245,7 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
     manifests = {}
     for d in domains:
         parts = [(u, results[u.index].parts[d]) for u in units if d in results[u.index].parts]
-        report.stats[d], m = _assemble(d, parts, s, info, _extra(o, info, groups, d))
+        report.stats[d], m = assemble_domain(d, parts, s, info, _extra(o, info, groups, d))
         if m is not None:
             manifests[d] = m
     for d, m in manifests.items():  # manifests last: a directory with one is complete

@@ -195,12 +195,12 @@ def _read_txt(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
                          f"use one of {SAMPLE_BY}")
     ds = _datasets().load_dataset("text", data_files=[path], sample_by=opts.sample_by,
                                   streaming=True, split="train").with_format("arrow")
-    rows, unit = 0, {"line": "line", "paragraph": "paragraph", "document": "document"}
+    rows = 0
     for table in ds.iter(batch_size=4096):
         start = rows
 
         def locate(r: int, start: int = start) -> str:
-            return f"{path}: {unit[opts.sample_by]} {start + r + 1}"
+            return f"{path}: {opts.sample_by} {start + r + 1}"
 
         if opts.text_field != "text":
             table = table.rename_columns([opts.text_field])

@@ -223,9 +223,12 @@ def run_unit(unit: WorkUnit, s: ConvertSettings, report: Report | None = None) -
 
 
 def check_token_column(s: ConvertSettings) -> None:
+    """Unpacked token output keeps the input fields: the token column must be a new name."""
+    if not s.tokenizer or s.seq_len:
+        return  # packed rows hold only the token column
     for g, schema in enumerate(s.schemas):
-        if s.tokenizer and s.token_column in schema.names and (
-                s.seq_len is None or s.token_column != s.text_field):
+        kept = [n for n in schema.names if n != s.text_field or s.keep_text]
+        if s.token_column in kept:
             raise ShardError(f"{s.origins[g]}: the inputs already have a field "
                              f"{s.token_column!r}; choose another name with --token-column "
                              f"or --drop it")

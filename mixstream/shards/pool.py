@@ -1,0 +1,65 @@
+"""Run work units in-process or in spawned worker processes, reporting progress.
+
+Workers get the settings once (pool initializer) and report (documents, tokens, bytes) through
+a queue; results come back to the caller as each unit finishes, in any order (outputs do not
+depend on it). With several workers each tokenizer runs on one thread.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_mod
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+from .inputs import WorkUnit
+from .progress import Progress
+from .unit import ConvertSettings, UnitResult, run_unit
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: ConvertSettings, queue: Any) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
+    _WORKER.update(settings=settings, queue=queue)
+
+
+def _work(unit: WorkUnit) -> UnitResult:
+    queue = _WORKER["queue"]
+    return run_unit(unit, _WORKER["settings"], lambda d, t, b: queue.put((d, t, b)))
+
+
+def _drain(queue: Any, progress: Progress) -> None:
+    while not queue.empty():
+        try:
+            progress.update(*queue.get_nowait())
+        except queue_mod.Empty:  # empty() is only a hint
+            return
+
+
+def run_units(units: list[WorkUnit], s: ConvertSettings, workers: int, progress: Progress,
+              done: Callable[[UnitResult], None]) -> None:
+    """Convert ``units``; ``done(result)`` is called in this process as each one finishes."""
+    if workers == 1 or len(units) <= 1:
+        for unit in units:
+            done(run_unit(unit, s, progress.update))
+            progress.unit_done()
+        return
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    pool = ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx,
+                               initializer=_init_worker, initargs=(s, queue))
+    futures: dict[Future[UnitResult], WorkUnit] = {pool.submit(_work, u): u for u in units}
+    try:
+        while futures:
+            finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
+            _drain(queue, progress)
+            for f in finished:
+                futures.pop(f)
+                done(f.result())
+                progress.unit_done()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _drain(queue, progress)

@@ -1,0 +1,117 @@
+"""OP-Mix: law fit and KL proposer with known answers; a phase on a tiny model; round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from controller_fakes import FakeStream
+from controller_harness import assert_on_simplex
+
+from mixstream.controllers import OPMix
+from mixstream.controllers.opmix_fit import fit_loglinear, propose_kl
+from mixstream.model import ModelContext
+
+torch.set_num_threads(1)
+D = ["a", "b"]
+
+
+def test_law_fit_recovers_known_parameters():
+    rng = np.random.default_rng(0)
+    x = rng.dirichlet(np.ones(3), size=12)
+    t = np.array([-1.5, 0.05, 0.02])
+    y = np.exp(0.3) + np.exp(x @ t)
+    law = fit_loglinear(x, y, own=0, max_step=20)
+    np.testing.assert_allclose(law.t, t, atol=1e-3)
+    assert law.c == pytest.approx(0.3, abs=1e-3)
+
+
+def test_kl_proposal_matches_brute_force():
+    t = np.array([[-2.0, 0.0, 0.3], [0.0, -0.5, 0.0]])
+    expand = np.array([[0.5, 1.0, 0.0], [0.5, 0.0, 1.0]])     # old = (0.5, 0.5) + two leaves
+    q = np.array([0.7, 0.3])
+    x = propose_kl(t, expand, q, kl_reg=0.05)
+    g = np.linspace(0, 1, 201)
+    best, arg = np.inf, None
+    for a in g:
+        for b in g[g <= 1 - a + 1e-12]:
+            cand = np.array([a, b, max(1 - a - b, 0)])
+            p = np.maximum(expand @ cand, 1e-12)
+            f = np.exp(t @ cand).mean() + 0.05 * p @ np.log(p / q)
+            if f < best:
+                best, arg = f, cand
+    np.testing.assert_allclose(x, arg, atol=0.01)
+
+
+class Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2, bias=False)
+
+
+def make(dom: int, n: int, seed: int) -> dict:
+    """Domain a lives on inputs 0-1, b on inputs 2-3: one linear map can fit both."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 4)
+    x[:, 2 * dom:2 * dom + 2] = torch.randn(n, 2, generator=g)
+    y = x[:, 2 * dom:2 * dom + 2] @ torch.tensor([[1.0, -1.0], [2.0, 0.5]]) * (1 + dom)
+    return {"x": x, "y": y, "domain": torch.full((n,), dom, dtype=torch.long)}
+
+
+def mse(model, batch):
+    return ((model.lin(batch["x"]) - batch["y"]) ** 2).mean(1)
+
+
+def mixed(mixture, n=16):
+    rng = np.random.default_rng(0)
+    p = np.array([mixture[d] for d in D])
+    for i in range(10**6):
+        dom = rng.choice(2, size=n, p=p)
+        parts = [make(k, int((dom == k).sum()), 1000 * i + k) for k in range(2)]
+        yield {key: torch.cat([pp[key] for pp in parts]) for key in parts[0]}
+
+
+def test_phase_upweights_the_domain_the_model_has_not_learned():
+    """θ₀ fits domain a exactly and knows nothing of b: the chosen mixture must favour b."""
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        model.lin.weight.zero_()
+        model.lin.weight[:, :2] = torch.tensor([[1.0, -1.0], [2.0, 0.5]]).T
+    before = model.lin.weight.clone()
+    stream = FakeStream(D)
+    val = {d: [make(k, 32, 99 + k)] for k, d in enumerate(D)}
+    op = OPMix(stream, ctx=ModelContext(model, mse, D), train_batches=mixed, val_batches=val,
+               lora_steps=60, lora_lr=0.05, rank=2, alpha=2, dropout=0.0, proxy_count=8,
+               fit_steps=10, phases=[3])
+    for _ in range(3):
+        op.feedback(stream.next_batch())
+    w = stream.weights_at(10**9)
+    assert_on_simplex(w)
+    assert len(op.decisions) == 1 and w[1] > 0.65, w
+    assert torch.equal(model.lin.weight, before)          # the trainer's model is untouched
+    dec = op.decisions[0]
+    assert dec["components"] == ["old", "a", "b"] and len(dec["val_losses"]) == 8
+    # the law for b's loss falls with b's coordinate; a's barely depends on anything
+    assert dec["laws"][1]["t"][2] < -0.5
+    b = op.budget()
+    assert b["probe_train_samples"] == 2 * 60 * 16 and b["eval_samples"] == 8 * 64
+    assert b["compute_ratio"] > 1                          # honest: probes dwarf 3 tiny steps
+    json.dumps(stream.state_dict())                        # state is plain data
+
+
+def test_add_domains_brings_in_a_zero_weight_domain():
+    torch.manual_seed(0)
+    model = Net()
+    stream = FakeStream(D, weights=[1.0, 0.0])
+    val = {d: [make(k, 16, 7 + k)] for k, d in enumerate(D)}
+    op = OPMix(stream, ctx=ModelContext(model, mse, D), train_batches=mixed, val_batches=val,
+               lora_steps=30, lora_lr=0.05, rank=2, alpha=2, dropout=0.0, proxy_count=6,
+               fit_steps=5)
+    op.add_domains(["b"])
+    assert op.decisions[0]["components"] == ["old", "b"]
+    assert stream.weights_at(10**9)[1] > 0.2
+    with pytest.raises(ValueError, match="unknown"):
+        op.add_domains(["zzz"])
