@@ -215,7 +215,7 @@ def resume_runs(root: str, python: str | None, rounds: int, at: int, log=print) 
         log(f"  checkpoint {loader} nw={nw} at {n}: {res.get('how', res.get('error'))} "
             f"({res.get('make_s', 0):.1f} s)")
     out: dict[str, Any] = {}
-    for r in range(rounds):
+    for _ in range(rounds):
         for (loader, nw), st in states.items():
             if not st.get("ok"):
                 continue
@@ -255,7 +255,7 @@ def scaling_runs(python: str | None, rounds: int, seconds: float, log=print) -> 
     for k in (4, 64, 1024):
         roots[k] = os.path.join(WORK, f"domains-{k}")
     py = python_for("mixstream", python)
-    for r in range(rounds):
+    for _ in range(rounds):
         for k, root in roots.items():
             if not os.path.exists(os.path.join(root, ".done")):
                 continue
@@ -323,7 +323,7 @@ def git_state() -> dict:
         except OSError:
             return ""
     return {"commit": g("rev-parse", "HEAD"),
-            "dirty_core_files": [l[3:] for l in g("status", "--porcelain", "mixstream").splitlines()]}
+            "dirty_core_files": [line[3:] for line in g("status", "--porcelain", "mixstream").splitlines()]}
 
 
 def versions(python: str | None, mosaic: bool = False) -> dict:
@@ -331,7 +331,7 @@ def versions(python: str | None, mosaic: bool = False) -> dict:
         return {}
     mods = ["torch", "numpy"] + (["streaming"] if mosaic else
                                  ["torchdata", "litdata", "datasets", "pyarrow"])
-    code = ("import importlib, json\nout={}\nfor m in %r:\n try:\n  out[m]=importlib.import_module(m)"
+    code = ("import importlib, json\nout={}\nfor m in %r:\n try:\n  out[m]=importlib.import_module(m)"  # noqa: UP031
             ".__version__\n except Exception as e: out[m]='n/a'\nprint(json.dumps(out))" % mods)
     try:
         p = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)

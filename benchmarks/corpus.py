@@ -168,8 +168,8 @@ def build_mds(root: str, meta: dict) -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
     try:
         from make_mds_fixtures import import_mds_writer
-    except ImportError:  # pragma: no cover
-        raise SystemExit("tools/make_mds_fixtures.py not found")
+    except ImportError as e:  # pragma: no cover
+        raise SystemExit("tools/make_mds_fixtures.py not found") from e
     lib = import_mds_writer()
     mm = np.load(os.path.join(root, "all.npy"), mmap_mode="r")
     for kind, compression in (("mds_raw", None), ("mds_zstd", "zstd")):

@@ -320,7 +320,12 @@ class Litdata(Bench):
         self.loader = self._build()
 
     def _build(self):
-        from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset, TokensLoader
+        from litdata import (
+            CombinedStreamingDataset,
+            StreamingDataLoader,
+            StreamingDataset,
+            TokensLoader,
+        )
 
         dss = [StreamingDataset(os.path.join(self.root, "litdata", n),
                                 item_loader=TokensLoader(block_size=SEQ), shuffle=True,

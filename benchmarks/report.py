@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 
 def _f(x: float | None, digits: int = 0, scale: float = 1.0) -> str:
@@ -54,7 +53,7 @@ def throughput_table(tp: dict, order: list[str], labels: dict[str, str]) -> list
 
 def ratio_table(ratios: dict) -> list[str]:
     lines = ["| ratio (same round) | median (min–max) |", "|---|---|"]
-    for name, r in ratios.items():
+    for _name, r in ratios.items():
         lines.append(f"| {r['a']} / {r['b']} | {_ratio(r)} |")
     return lines
 

@@ -24,12 +24,12 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .loader import MixLoader
-    from .plan.mixture import LateWeightChangeError
-    from .remote.config import RemoteConfig
-    from .shards.writer import write_shards
-    from .sources.base import Ragged, Source, SourceError
-    from .stream import MixStream
+    from .loader import MixLoader  # noqa: F401
+    from .plan.mixture import LateWeightChangeError  # noqa: F401
+    from .remote.config import RemoteConfig  # noqa: F401
+    from .shards.writer import write_shards  # noqa: F401
+    from .sources.base import Ragged, Source, SourceError  # noqa: F401
+    from .stream import MixStream  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -127,6 +127,7 @@ def test_two_nodes_each_rank_reads_only_its_blocks(tmp_path):
     the next window is reserved before it is prefetched, so within an epoch every block is read
     by exactly one rank; the union of ranks follows the mixture."""
     from conftest import domain_table, to_arrow
+
     from mixstream.shards.writer import write_shards
 
     paths = {}

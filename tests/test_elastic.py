@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from mixstream import MixLoader, MixStream
 from mixstream.plan.claims import ClaimBook
-from mixstream.plan.order import WindowGeometry
 from mixstream.plan.mixture import MixCheckpoint, MixCursor
+from mixstream.plan.order import WindowGeometry
 
 W0 = {"a": 0.5, "b": 0.3, "c": 0.2}
 

@@ -8,13 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixstream.plan.claims import ClaimBook
-from mixstream.plan.order import WindowGeometry
 from mixstream.plan.mixture import (
     LateWeightChangeError,
     MixCheckpoint,
     MixCursor,
     apportion,
 )
+from mixstream.plan.order import WindowGeometry
 from mixstream.plan.weights import WeightLog, normalize_weights
 
 weights_st = st.lists(st.floats(0.0, 1.0), min_size=2, max_size=8).filter(lambda w: sum(w) > 0.05)
