@@ -115,3 +115,17 @@ def test_add_domains_brings_in_a_zero_weight_domain():
     assert stream.weights_at(10**9)[1] > 0.2
     with pytest.raises(ValueError, match="unknown"):
         op.add_domains(["zzz"])
+
+
+def test_state_round_trip_through_the_harness():
+    """A decision before the checkpoint and one after: the resumed run decides identically."""
+    from controller_harness import check_round_trip, const_losses
+
+    def make_ctrl(stream):
+        torch.manual_seed(0)
+        val = {d: [make(k, 16, 7 + k)] for k, d in enumerate(D)}
+        return OPMix(stream, ctx=ModelContext(Net(), mse, D), train_batches=mixed,
+                     val_batches=val, lora_steps=10, lora_lr=0.05, rank=2, alpha=2,
+                     dropout=0.0, proxy_count=4, fit_steps=3, phases=[2, 5])
+
+    check_round_trip(lambda: FakeStream(D), make_ctrl, const_losses([1.0, 2.0]), n=3, m=4)
