@@ -129,10 +129,14 @@ class RemoteStore:
                 continue
             with self._lock:
                 fut = self._inflight.get(req.key)
-                if fut is None:
+                started = fut is None
+                if started:
                     fut = self._executor().submit(self._download, req)
                     self._inflight[req.key] = fut
-                    fut.add_done_callback(self._done)
+            if started:
+                # outside the lock: a future that is already done runs _done (which takes the
+                # lock) right here, in this thread
+                fut.add_done_callback(self._done)
             futs.append(fut)
         return futs
 
