@@ -46,8 +46,9 @@ class DomainReader:
         self._last_block: tuple[int, Block] | None = None
 
     def _read(self, block: int) -> Block:
-        if self._last_block is not None and self._last_block[0] == block:
-            return self._last_block[1]
+        last = self._last_block  # one read: the background decode thread replaces it too
+        if last is not None and last[0] == block:
+            return last[1]
         data = self.domain.read_block(block)
         self._last_block = (block, data)
         return data

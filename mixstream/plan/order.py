@@ -12,6 +12,7 @@ epoch — unless a block is larger than the window, when the readers of its unit
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,13 +66,23 @@ class WindowGeometry:
         self.units_per_window = max(1, int(round(window / max(mean, 1.0))))
         self.per_epoch = -(-self.num_units // self.units_per_window)
         self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()  # readers decode windows in a background thread
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_epochs"] = {}
+        del state["_lock"]
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self._epoch_locked(epoch)
+
+    def _epoch_locked(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         cached = self._epochs.get(epoch)
         if cached is None:
             order = block_order(self.num_blocks, self.seed, self.domain, epoch, self.shuffle)
