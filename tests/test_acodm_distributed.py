@@ -45,6 +45,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     try:
         with open(f"{out}/rank{rank}.json", "w") as fh:
             json.dump(drive(rank), fh)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -52,6 +52,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         losses = per_domain_loss(lambda m, b: m(b["x"]), model, val, D)
         with open(f"{out}/rank{rank}.json", "w") as fh:
             json.dump({"traj": traj, "val": losses}, fh)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 

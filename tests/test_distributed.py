@@ -44,6 +44,7 @@ def _worker(rank: int, world: int, port: int, paths: dict, workers: int, out: st
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(gathered, f)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 
@@ -113,6 +114,7 @@ def _node_worker(local_rank: int, node: int, per_node: int, port: int, paths: di
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(gathered, f)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 
