@@ -32,6 +32,7 @@ import torch.distributed as dist
 
 from .base import Controller, Observer, Requirements, StreamLike
 from .feedback import StepFeedback, dist_active
+from .loss_weights import element_weights
 from .simplex import to_dict
 
 
@@ -129,14 +130,7 @@ class DoReMi(Controller):
         w = self.loss_weight_vector()
         if w is None:
             raise ValueError("weighted_loss is only defined with apply_to='loss'")
-        wt = torch.as_tensor(w, dtype=loss.dtype, device=loss.device)[domain.to(loss.device)]
-        if loss.dim() == 2:
-            m = torch.ones_like(loss) if mask is None else mask.to(loss.dtype)
-            tok_w = wt[:, None] * m
-        elif loss.dim() == 1:
-            tok_w = wt
-        else:
-            raise ValueError(f"loss must be [B] or [B, T], got shape {tuple(loss.shape)}")
+        tok_w = element_weights(w, domain, loss, mask)
         norm = tok_w.detach().sum()
         if dist_active():
             norm = norm.clone()

@@ -44,6 +44,7 @@ import torch
 
 from .base import Controller, GradRequest, Observer, Requirements, StreamLike
 from .feedback import StepFeedback, all_reduce_sum
+from .loss_weights import element_weights
 from .simplex import to_dict
 
 
@@ -139,14 +140,7 @@ class FastMix(Controller):
         """``Σ_i Σ_tok p_k(i) l / Σ_i Σ_tok p_k(i)`` (per-token ``[B, T]`` or per-sequence ``[B]``);
         the plain mean in ``apply_to="sampling"`` mode."""
         p = self.probs if self.apply_to == "loss" else np.ones(self.K)
-        wt = torch.as_tensor(p, dtype=loss.dtype, device=loss.device)[domain.to(loss.device)]
-        if loss.dim() == 2:
-            m = torch.ones_like(loss) if mask is None else mask.to(loss.dtype)
-            w = wt[:, None] * m
-        elif loss.dim() == 1:
-            w = wt
-        else:
-            raise ValueError(f"loss must be [B] or [B, T], got shape {tuple(loss.shape)}")
+        w = element_weights(p, domain, loss, mask)
         return (loss * w).sum() / w.sum().clamp_min(1e-12)
 
     # ------------------------------------------------------------------ inputs

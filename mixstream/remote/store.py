@@ -133,6 +133,7 @@ class RemoteStore:
                 if started:
                     fut = self._executor().submit(self._download, req)
                     self._inflight[req.key] = fut
+            assert fut is not None
             if started:
                 # outside the lock: a future that is already done runs _done (which takes the
                 # lock) right here, in this thread
