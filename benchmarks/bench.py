@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     only = set(filter(None, args.loaders.split(",")))
     if "throughput" not in skip:
-        loaders = ["memmap_rows", "memmap_batches", "mixstream", "mixstream_sample", *PEERS]
+        loaders = ["memmap_rows", "memmap_batches", "mixstream", "mixstream_sample",
+                   "mixstream_arrow", *PEERS]
         configs = [(x, nw) for nw in (0, 2) for x in loaders]
         configs += [("memmap_rows_dl", 0), ("torchdata_rows", 0), ("dl_ceiling", 2),
                     ("dl_ceiling_copy", 2), ("torchdata_proc", 2)]
@@ -393,6 +394,13 @@ def main(argv: list[str] | None = None) -> None:
             "mixstream_sample_vs_dl_ceiling@2": (("mixstream_sample", 2), ("dl_ceiling", 2)),
             "mixstream_batched_vs_torchdata_thread@2": (("mixstream", 2), ("torchdata", 2)),
         }
+        ratios.update({
+            "mixstream_arrow_vs_memmap_rows@0": (("mixstream_arrow", 0), ("memmap_rows", 0)),
+            "mixstream_arrow_vs_memmap_batches@0": (("mixstream_arrow", 0), ("memmap_batches", 0)),
+            "mixstream_arrow_vs_torchdata@0": (("mixstream_arrow", 0), ("torchdata", 0)),
+            "mixstream_arrow_vs_dl_ceiling@2": (("mixstream_arrow", 2), ("dl_ceiling", 2)),
+            "mixstream_arrow_vs_torchdata_thread@2": (("mixstream_arrow", 2), ("torchdata", 2)),
+        })
         for p in PEERS[1:]:
             ratios[f"mixstream_batched_vs_{p}@0"] = (("mixstream", 0), (p, 0))
             ratios[f"mixstream_batched_vs_{p}@2"] = (("mixstream", 2), (p, 2))
