@@ -15,10 +15,9 @@ What a controller needs is declared in :class:`Requirements` (the trainer wires 
 asked); what it outputs is sampling weights (pushed to the stream) and, for loss-reweighting
 methods (DoReMi), per-domain loss weights (:meth:`Controller.loss_weights`).
 
-Channels declared here for later algorithms but not used by any controller in this package:
-gradient statistics (:class:`GradRequest`, :meth:`Controller.observe_gradients`) and a phase
-hook with model access (:meth:`Controller.run_phase`, given a
-:class:`mixstream.model.ModelContext`).
+The model-aware channels: gradient statistics (:class:`GradRequest`,
+:meth:`Controller.observe_gradients`; FastMix, AC-ODM) and a phase hook with model access
+(:meth:`Controller.run_phase`, given a :class:`mixstream.model.ModelContext`; OP-Mix).
 """
 
 from __future__ import annotations
