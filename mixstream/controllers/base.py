@@ -210,11 +210,12 @@ class Controller:
         raise ValueError(f"{type(self).__name__} does not use validation losses")
 
     def observe_gradients(self, stats: Mapping[str, Any]) -> None:
-        """Per-domain gradient statistics (see :class:`GradRequest`); not used yet."""
+        """Per-domain gradient statistics (see :class:`GradRequest`); overridden by the
+        controllers that declare a gradient request (FastMix, AC-ODM)."""
         raise NotImplementedError(f"{type(self).__name__} does not use gradient statistics")
 
     def run_phase(self, ctx: ModelContext) -> None:
-        """Phase hook with model access (OP-Mix-style probes); not used yet."""
+        """Phase hook with model access; overridden by controllers that run probes (OP-Mix)."""
         raise NotImplementedError(f"{type(self).__name__} has no phase hook")
 
     # -------------------------------------------------------------- internals
