@@ -1,13 +1,13 @@
 """Two gloo ranks (spawn) with different data: AC-ODM's and FastMix's weights stay identical."""
 
 import json
-import socket
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from controller_fakes import FakeStream
+from dist_helpers import free_port
 
 from mixstream.controllers import ACODM, FastMix
 
@@ -50,14 +50,8 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_identical_acodm_and_fastmix_weights(tmp_path):
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())

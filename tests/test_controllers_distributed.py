@@ -1,13 +1,13 @@
 """Two gloo ranks with different per-rank losses must compute identical weights."""
 
 import json
-import socket
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from controller_fakes import FakeStream
+from dist_helpers import free_port
 
 from mixstream.controllers import ADO, ODM, DoReMi
 from mixstream.validation import per_domain_loss
@@ -57,14 +57,8 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_compute_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["traj"] == r1["traj"]                     # bit-identical on both ranks

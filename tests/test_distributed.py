@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from dist_helpers import free_port
 
 from mixstream import MixLoader, MixStream
 from mixstream.plan.mixture import MixCheckpoint, MixCursor
@@ -17,12 +17,6 @@ from mixstream.plan.mixture import MixCheckpoint, MixCursor
 W0 = {"a": 0.5, "b": 0.3, "c": 0.2}
 W1 = {"a": 0.0, "b": 0.5, "c": 0.5}
 STEPS, BATCH, CHANGE_AT = 30, 8, 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, paths: dict, workers: int, out: str) -> None:
@@ -53,7 +47,7 @@ def _worker(rank: int, world: int, port: int, paths: dict, workers: int, out: st
 def test_ranks_partition_samples_and_follow_global_mixture(corpus, tmp_path, world, workers):
     out = str(tmp_path / "gathered.json")
     # spawn, not fork: forking a test process that already runs threads can deadlock the child
-    mp.start_processes(_worker, args=(world, _free_port(), corpus["native"], workers, out),
+    mp.start_processes(_worker, args=(world, free_port(), corpus["native"], workers, out),
                        nprocs=world, join=True, start_method="spawn")
     gathered = json.load(open(out))
     logs = [g[1] for g in gathered]
@@ -136,7 +130,7 @@ def test_two_nodes_each_rank_reads_only_its_blocks(tmp_path):
     for i, name in enumerate("abc"):
         paths[name] = str(tmp_path / name)
         write_shards(to_arrow(domain_table(i, 2000)), paths[name], domain=name, rows_per_block=64)
-    port = _free_port()
+    port = free_port()
     out = str(tmp_path / "rows.json")
     nodes = [mp.get_context("spawn").Process(target=_node, args=(n, 2, port, paths,
                                                                    str(tmp_path), out))
