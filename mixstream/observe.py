@@ -99,6 +99,7 @@ class MixLogger:
             mean = fb.tok_mean
             for d, m in zip(domains, mean, strict=True):
                 if not math.isnan(m):
+                    m = float(m)  # plain float: checkpoints load with weights_only=True
                     old = self.loss_ema.get(d)
                     self.loss_ema[d] = m if old is None else self.ema * old + (1 - self.ema) * m
         self._pending += 1
@@ -147,7 +148,8 @@ class MixLogger:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"loss_ema": dict(self.loss_ema)}
+        """Plain Python only (``torch.load(weights_only=True)`` loads it)."""
+        return {"loss_ema": {str(k): float(v) for k, v in self.loss_ema.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.loss_ema = {str(k): float(v) for k, v in state.get("loss_ema", {}).items()}

@@ -72,6 +72,16 @@ def test_ema_survives_checkpoint():
     assert log2.loss_ema == {"a": 2.0, "b": 4.0}
 
 
+def test_state_loads_with_weights_only():
+    """Issue 10 item 6: the logger's state held np.float64, refused by weights_only=True."""
+    from controller_harness import torch_round_trip
+    s, c, _ = run_logged(None, steps=12)
+    back = torch_round_trip(c.state_dict())  # raises on numpy scalars
+    log2 = MixLogger()
+    log2.load_state_dict(back["observer"])
+    assert log2.loss_ema == c.observer.loss_ema
+
+
 def test_plot_cli(tmp_path):
     run_logged(tmp_path / "odm.jsonl")
     run_logged(tmp_path / "odm2.jsonl", steps=20)
