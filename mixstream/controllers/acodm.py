@@ -26,11 +26,22 @@ optimizer step (``batch`` = all samples of the step; it must hold every domain, 
 :func:`~mixstream.controllers.acodm_batches.forced_domain_batches`). Without a ctx pass
 ``grads=`` (``[K, P]`` per-domain mean gradients) and ``norms=`` (``[L]``) yourself.
 
-Deviations from the released code (each deliberate): the actor is trained (see
-:mod:`.acodm_agent`); per-domain gradients are taken with one ``autograd.grad`` per domain on the
-step's batch (``ModelContext.domain_grads``) instead of differencing the accumulated ``.grad``
-around each micro-batch — the same mean gradient for single-domain micro-batches, and it also
-works on mixed batches; across ranks the per-domain gradients are count-weighted averages
+Per-domain gradients (``grad_source``): ``"backward"`` takes them from the trainer's own
+backward passes, as the released code does — wrap each single-domain micro-batch's
+``backward()`` in ``with mixer.recorder.record(k):`` (:class:`~mixstream.model.DomainGradRecorder`
+differences the accumulated ``.grad``; cost: one copy of the chosen matrices per micro-batch);
+``"extra"`` runs one extra forward of the step's batch and one ``autograd.grad`` per domain
+(``ModelContext.domain_grads``; works on mixed batches, ≈ +50 % compute for a small GPT);
+``"auto"`` (default) uses the recorded gradients when a step recorded any, else the extra pass.
+See ``docs/methods/acodm.md`` for the measured costs.
+
+Actor objective (``objective``, see :mod:`.acodm_agent`): ``"action_weighted"`` (default,
+``Σ_k μ_k Q_k``), ``"mean_q"`` (the released loss, stepped) or ``"released"`` (faithful: the
+actor is never stepped). The released objective has no learning signal because the z-scored
+rewards sum to zero across domains at every step.
+
+Deviations from the released code (each deliberate): the actor is trained unless
+``objective="released"``; AdamW at a constant lr; across ranks the per-domain gradients are count-weighted averages
 (all-reduced) before the Gram matrix, so every rank computes the same reward and the same
 weights without the released all-reduce of the actions; the count feature ``n_k`` is sequences
 per domain in the step (released: micro-batches × micro-batch size, the same for single-domain
@@ -49,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model.grads import DomainGradRecorder
 from ..model.params import select_params
 from .acodm_agent import DDPGAgent, ReplayPool, from_b64, to_b64
 from .base import Controller, GradRequest, Observer, Requirements, StreamLike
@@ -88,13 +100,17 @@ class ACODM(Controller):
                  lr: float = 1e-3, weight_decay: float = 0.1, pool_size: int = 10_000,
                  minibatch: int = 32, smoothing: float = 0.5, noise: float = 1e-3,
                  delta_reference: str = "first", seed: int = 0,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, objective: str = "action_weighted",
+                 grad_source: str = "auto") -> None:
         if total_steps < 1:
             raise ValueError(f"AC-ODM needs total_steps >= 1 (for t/T in the state), got "
                              f"{total_steps}")
         if delta_reference not in ("first", "previous"):
             raise ValueError(f"delta_reference must be 'first' or 'previous', got "
                              f"{delta_reference!r}")
+        if grad_source not in ("auto", "backward", "extra"):
+            raise ValueError(f"grad_source must be 'auto', 'backward' or 'extra', got "
+                             f"{grad_source!r}")
         if ctx is not None and (not grad_params or not norm_params):
             raise ValueError("with a ctx give grad_params (e.g. 3 MLP output matrices) and "
                              "norm_params (the matrices whose norms enter the state)")
@@ -111,7 +127,10 @@ class ACODM(Controller):
         self.delta_reference = delta_reference
         self.state_dim = 3 * self.K + 2 * self.L + 1
         self.agent = DDPGAgent(self.state_dim, self.K, hidden=hidden, layers=layers, gamma=gamma,
-                               tau=tau, lr=lr, weight_decay=weight_decay, seed=seed)
+                               tau=tau, lr=lr, weight_decay=weight_decay, objective=objective,
+                               seed=seed)
+        self.grad_source = grad_source
+        self._recorder: DomainGradRecorder | None = None
         self.proxy = agent is not None
         if self.proxy:
             self.agent.load(torch.load(str(agent), weights_only=True))
@@ -130,6 +149,20 @@ class ACODM(Controller):
         self._dnorms: np.ndarray | None = None
         self._ref_mats: list[torch.Tensor] | None = None
 
+    @property
+    def recorder(self) -> DomainGradRecorder:
+        """Records per-domain gradients from the trainer's backward passes (needs ``ctx``).
+
+        Wrap each single-domain micro-batch's ``backward()`` in ``with mixer.recorder.record(k):``
+        (the forced micro-batches of :class:`~.acodm_batches.ForcedDomainBatches`); ``feedback``
+        then uses those gradients instead of an extra forward + K backward passes.
+        """
+        if self._recorder is None:
+            if self.ctx is None:
+                raise ValueError("the gradient recorder needs ctx= (the model) and grad_params")
+            self._recorder = DomainGradRecorder(self.ctx.model, self.grad_params, self.K)
+        return self._recorder
+
     # ------------------------------------------------------------------ inputs
     def feedback(self, domain: torch.Tensor | None = None, loss: torch.Tensor | None = None, *,
                  mask: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
@@ -145,9 +178,19 @@ class ACODM(Controller):
         if self.ctx is not None:
             if batch is None:
                 raise ValueError("AC-ODM with a ctx needs feedback(..., batch=batch)")
-            if need_grads:
+            recorded = self._recorder is not None and self._recorder.recorded > 0
+            if need_grads and (recorded or self.grad_source == "backward"):
+                if not recorded:
+                    raise ValueError("AC-ODM grad_source='backward' but nothing was recorded "
+                                     "this step; wrap each single-domain micro-batch's "
+                                     "backward in `with mixer.recorder.record(k):`")
+                g, c = self.recorder.collect()
+                grads, counts = g.detach().double().cpu(), c.double()
+            elif need_grads:
                 dg = self.ctx.domain_grads(batch, self.grad_params)
                 grads, counts = dg.grads.detach().double().cpu(), dg.counts.double()
+            elif recorded:  # proxy mode: no rewards; drop what was recorded
+                self.recorder.collect()
             mats = [p.detach() for _, p in select_params(self.ctx.model, self.norm_params)]
             if self._ref_mats is None:
                 self._ref_mats = [m.clone() for m in mats]

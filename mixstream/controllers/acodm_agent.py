@@ -5,16 +5,31 @@ Follows DANG-ai/AC-ODM ``megatron/data/agent.py``:
 * actor ``μ(s)``: ``Linear(S→H)`` + ``layers`` × ``Linear(H→H)``, each followed by LayerNorm +
   ReLU, then ``Linear(H→K)`` + softmax; critic ``Q(s, a)``: the same trunk on ``[s ‖ a]`` ending
   in ``Linear(H→K)`` (one value per domain);
-* DDPG step: ``y = r + γ Q'(s', μ'(s'))``, ``L_Q = mean (Q(s,a) - y)²``,
-  ``L_μ = -mean Q(s, μ(s))``, soft target updates ``θ' ← (1-τ)θ' + τθ``;
+* DDPG step: ``y = r + γ Q'(s', μ'(s'))``, ``L_Q = mean (Q(s,a) - y)²``, then the actor step,
+  then soft target updates ``θ' ← (1-τ)θ' + τθ``;
 * warm-up step (during the ODM warm-up): actor regressed onto the taken actions (MSE), critic
   onto ``y = r + γ r`` (released target, kept).
 
-Deliberate deviations: the released code back-propagates the actor loss but never calls the
-actor optimiser's ``step()`` (it steps the critic's twice), so its actor is never trained; here
-the actor is stepped (the DDPG the paper describes). Adam at a constant ``lr`` (default 1e-3)
-instead of the released AnnealingLR (0.01 → 0.001 cosine). Sampling uses a seeded numpy
-generator whose state is checkpointed, so runs resume exactly.
+Actor objectives (``objective=``):
+
+* ``"action_weighted"`` (default): ``L_μ = -mean_batch Σ_k μ_k(s) Q_k(s, μ(s))`` — the
+  weight a domain gets is paid for by the value of *that* domain (the paper's "linear surrogate
+  maximising constructive interference", DoGE-like).
+* ``"mean_q"``: ``L_μ = -mean_batch mean_k Q_k(s, μ(s))`` (the released loss, actor stepped).
+  It has no learning signal: the rewards are z-scored across domains, so ``Σ_k r_k = 0`` at
+  every step, hence ``Σ_k Q_k(s, a) = 0`` for every ``(s, a)`` at the fixed point and the
+  gradient of ``mean_k Q_k`` with respect to the action is approximation noise (measured: the
+  actor locks onto a random domain without weight decay and decays to uniform with it).
+* ``"released"``: faithful to DANG-ai/AC-ODM for comparison — the actor loss is
+  ``-mean_k Q_k`` and back-propagated, but, as in the released code (``agent.py``: the
+  critic engine's ``step()`` is called after the actor's backward, in warm-up and in DDPG),
+  the *critic* optimiser is stepped on it and the actor never is: the policy is its random
+  initialisation.
+
+Optimiser: AdamW (decoupled weight decay 0.1, the released FusedAdam's convention) at a
+constant ``lr`` (released: AnnealingLR 0.01 → 0.001 cosine). Before 2026-11 this module used
+``Adam(weight_decay=0.1)`` (coupled L2), which pulled the actor to uniform. Sampling uses a
+seeded numpy generator whose state is checkpointed, so runs resume exactly.
 """
 
 from __future__ import annotations
@@ -90,12 +105,19 @@ class ReplayPool:
         self.head = self.n % self.size
 
 
+OBJECTIVES = ("action_weighted", "mean_q", "released")
+
+
 class DDPGAgent:
     """Actor-critic with target networks; all float64 on CPU (the networks are small)."""
 
     def __init__(self, state_dim: int, k: int, *, hidden: int = 1024, layers: int = 4,
                  gamma: float = 0.95, tau: float = 0.001, lr: float = 1e-3,
-                 weight_decay: float = 0.1, seed: int = 0) -> None:
+                 weight_decay: float = 0.1, objective: str = "action_weighted",
+                 seed: int = 0) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"AC-ODM objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective = objective
         self.state_dim, self.k, self.gamma, self.tau = state_dim, k, float(gamma), float(tau)
         self.config = {"state_dim": state_dim, "k": k, "hidden": hidden, "layers": layers}
         with torch.random.fork_rng():
@@ -104,9 +126,11 @@ class DDPGAgent:
             self.critic = mlp(state_dim + k, k, hidden, layers, softmax=False)
         self.actor_t = copy.deepcopy(self.actor)
         self.critic_t = copy.deepcopy(self.critic)
-        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=lr, weight_decay=weight_decay)
-        self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=lr,
+        # decoupled decay, as the released FusedAdam (coupled L2 pulls the actor to uniform)
+        self.opt_actor = torch.optim.AdamW(self.actor.parameters(), lr=lr,
                                            weight_decay=weight_decay)
+        self.opt_critic = torch.optim.AdamW(self.critic.parameters(), lr=lr,
+                                            weight_decay=weight_decay)
 
     def act(self, s: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -129,19 +153,33 @@ class DDPGAgent:
         la = ((self.actor(s) - a) ** 2).mean()
         self.opt_actor.zero_grad(set_to_none=True)
         la.backward()
-        self.opt_actor.step()
+        if self.objective != "released":  # released: the critic engine is stepped instead
+            self.opt_actor.step()
         return float(la.detach()), lq
 
+    def actor_loss(self, s: torch.Tensor) -> torch.Tensor:
+        """The actor's loss on states ``s`` under :attr:`objective`."""
+        mu = self.actor(s)
+        q = self.q(s, mu)
+        if self.objective == "action_weighted":
+            return -(mu * q).sum(1).mean()
+        return -q.mean()
+
     def update(self, batch: tuple[torch.Tensor, ...]) -> tuple[float, float]:
-        """One DDPG step (critic, then actor — which *is* stepped), then soft target updates."""
+        """One DDPG step (critic, then actor — stepped unless ``objective="released"``), then
+        soft target updates."""
         s, a, r, s2 = batch
         with torch.no_grad():
             y = r + self.gamma * self.q(s2, self.actor_t(s2), target=True)
         lq = self._critic_step(s, a, y)
-        la = -self.q(s, self.actor(s)).mean()
+        la = self.actor_loss(s)
         self.opt_actor.zero_grad(set_to_none=True)
+        self.opt_critic.zero_grad(set_to_none=True)
         la.backward()
-        self.opt_actor.step()
+        if self.objective == "released":
+            self.opt_critic.step()  # the released bug: critic stepped on -mean Q, actor never
+        else:
+            self.opt_actor.step()
         self.soft_update()
         return float(la.detach()), lq
 

@@ -6,13 +6,20 @@ clones, LoRA adapters on frozen copies, and merged adapter deltas.
 """
 
 from mixstream.model.context import ModelContext
-from mixstream.model.grads import DomainGrads, GradGram, domain_grads, grad_gram, val_losses
+from mixstream.model.grads import (
+    DomainGradRecorder,
+    DomainGrads,
+    GradGram,
+    domain_grads,
+    grad_gram,
+    val_losses,
+)
 from mixstream.model.lora import LoRAAdapter, find_linear_modules, train_lora
 from mixstream.model.merge import applied, merge_adapters, merged_copy
 from mixstream.model.params import select_params
 
 __all__ = [
-    "DomainGrads", "GradGram", "LoRAAdapter", "ModelContext", "applied", "domain_grads",
+    "DomainGradRecorder", "DomainGrads", "GradGram", "LoRAAdapter", "ModelContext", "applied", "domain_grads",
     "find_linear_modules", "grad_gram", "merge_adapters", "merged_copy", "select_params",
     "train_lora", "val_losses",
 ]

@@ -15,7 +15,8 @@ of 0, a NaN mean loss, and ``present[k] = False``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,3 +198,64 @@ def val_losses(model: nn.Module, loss_fn: LossFn, batches: Iterable[Batch] | Map
                     count[fixed] += losses.numel()
     return {d: (float(total[i] / count[i]) if count[i] > 0 else float("nan"))
             for i, d in enumerate(domains)}
+
+
+class DomainGradRecorder:
+    """Per-domain gradients taken from the trainer's own backward passes (no extra pass).
+
+    AC-ODM's released code gets ``g_k`` for free: every micro-batch of a step is single-domain,
+    and the difference of the accumulated ``.grad`` of a few weight matrices before and after a
+    micro-batch's ``backward()`` is that micro-batch's gradient. Wrap each single-domain
+    micro-batch's backward::
+
+        rec = DomainGradRecorder(model, ["layers.3.mlp.down.weight"], n_domains=K)
+        for k, mb in enumerate(single_domain_microbatches):
+            with rec.record(k):
+                (loss_fn(model, mb).mean() / accumulation).backward()
+        ...                               # mixed micro-batches: not wrapped
+        grads, counts = rec.collect()     # [K, P] mean per domain, micro-batches per domain
+
+    The cost is one copy of the chosen parameters' ``.grad`` per recorded micro-batch (no
+    forward, no backward). The gradients carry whatever scale the trainer's loss has (e.g.
+    ``1/accumulation``); AC-ODM's reward is invariant to a common scale. Under DDP, record on
+    micro-batches run inside ``model.no_sync()`` or the difference includes the all-reduce.
+    """
+
+    def __init__(self, model: nn.Module, params: ParamSpec, n_domains: int) -> None:
+        chosen = select_params(model, params)
+        self.names = [n for n, _ in chosen]
+        self.params = [p for _, p in chosen]
+        self.n_domains = int(n_domains)
+        total = sum(int(p.numel()) for p in self.params)
+        dtype = torch.promote_types(self.params[0].dtype, torch.float32)
+        self._sum = torch.zeros(self.n_domains, total, dtype=dtype,
+                                device=self.params[0].device)
+        self._count = torch.zeros(self.n_domains, dtype=torch.long)
+
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad.detach())
+                          .reshape(-1).to(self._sum.dtype) for p in self.params])
+
+    @contextmanager
+    def record(self, domain: int) -> Iterator[None]:
+        """Attribute the ``.grad`` change inside the block to ``domain``."""
+        if not 0 <= int(domain) < self.n_domains:
+            raise ValueError(f"domain index {domain} outside [0, {self.n_domains})")
+        before = self._flat()
+        yield
+        self._sum[int(domain)] += self._flat() - before
+        self._count[int(domain)] += 1
+
+    @property
+    def recorded(self) -> int:
+        """Micro-batches recorded since the last :meth:`collect`."""
+        return int(self._count.sum())
+
+    def collect(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean recorded gradient per domain ``[K, P]`` (zero rows where none) and the counts;
+        resets the recorder for the next step."""
+        c = self._count.clone()
+        g = self._sum / c.clamp_min(1).to(self._sum.device, self._sum.dtype)[:, None]
+        self._sum.zero_()
+        self._count.zero_()
+        return g, c
