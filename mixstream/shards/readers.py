@@ -7,6 +7,7 @@ and how many bytes of the input file on disk it covered (for progress).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -166,7 +167,8 @@ def _read_csv(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
             stream,
             read_options=pcsv.ReadOptions(use_threads=False, block_size=opts.read_bytes),
             parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False,
+                                                  check_utf8=False),  # checked per record
         )
         last = 0
         for batch in reader:
@@ -196,7 +198,15 @@ def _read_txt(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
     ds = _datasets().load_dataset("text", data_files=[path], sample_by=opts.sample_by,
                                   streaming=True, split="train").with_format("arrow")
     rows = 0
-    for table in ds.iter(batch_size=4096):
+    tables = iter(ds.iter(batch_size=4096))
+    while True:
+        try:
+            table = next(tables)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:  # datasets can neither name nor skip the bad line
+            yield from _read_txt_checked(piece, opts, bad, skip=rows)
+            return
         start = rows
 
         def locate(r: int, start: int = start) -> str:
@@ -206,6 +216,53 @@ def _read_txt(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
             table = table.rename_columns([opts.text_field])
         rows += table.num_rows
         yield Chunk(table, locate, 0)
+
+
+def _txt_records(piece: Piece, sample_by: str) -> Iterator[tuple[str, int]]:
+    """``(record, first line)`` of a text file as ``datasets``' text builder splits it
+    (universal newlines; lines without their break; paragraphs split at blank lines, empty
+    ones dropped), with invalid bytes kept as surrogate escapes so they can be found."""
+    raw = pa.input_stream(piece.file.path, compression=piece.file.compression)
+    with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape") as f:
+        if sample_by == "line":
+            for i, row in enumerate(f):
+                yield row.rstrip("\n"), i + 1
+            return
+        text = f.read()
+    if sample_by == "document":
+        yield text, 1
+        return
+    line = 1
+    for part in text.split("\n\n"):
+        if part:
+            yield part, line
+        line += part.count("\n") + 2
+
+
+def _read_txt_checked(piece: Piece, opts: ReadOptions, bad: BadRecords,
+                      skip: int) -> Iterator[Chunk]:
+    """The text file's records after the first ``skip``; a record with bytes that are not
+    UTF-8 is a bad record naming its line (raised, or counted with --skip-bad)."""
+    path = piece.file.path
+    texts: list[str] = []
+    where: list[str] = []
+    index = 0
+    for record, line in _txt_records(piece, opts.sample_by):
+        index += 1
+        if index <= skip:
+            continue
+        try:
+            record.encode("utf-8")
+        except UnicodeEncodeError as e:
+            byte = record[e.start].encode("utf-8", "surrogateescape")
+            bad.add(RecordError(f"{path}:{line + record.count(chr(10), 0, e.start)}",
+                                f"not valid UTF-8 (byte {byte!r} in {opts.sample_by} {index})",
+                                f"fix the file's encoding, {SKIP_HINT}"))
+            continue
+        texts.append(record)
+        where.append(f"{path}: {opts.sample_by} {index}")
+    yield Chunk(pa.table({opts.text_field: pa.array(texts, pa.string())}),
+                lambda r: where[r], 0)
 
 
 def _position(e: Exception, path: str, compression: str | None) -> str:

@@ -16,14 +16,13 @@ from .validate import BadRecords
 SAMPLE_BYTES = 4 << 20
 
 
-def _sample(f: InputFile, opts: ReadOptions) -> pa.Schema | None:
+def _sample(f: InputFile, opts: ReadOptions, tolerant: BadRecords) -> pa.Schema | None:
     opts = ReadOptions(min(opts.read_bytes, SAMPLE_BYTES), opts.sample_by, opts.text_field)
     piece = Piece(f, 0, None if f.kind != "jsonl" or f.compression else min(f.size, SAMPLE_BYTES))
     if f.kind == "parquet":
         import pyarrow.parquet as pq
 
         return pq.read_schema(f.path)
-    tolerant = BadRecords(skip=True)  # bad lines are reported by the real pass, not here
     for chunk in read_piece(piece, None, opts, tolerant):
         if chunk.table.num_rows:
             return chunk.table.schema
@@ -44,8 +43,9 @@ def group_schema(files: list[InputFile], opts: ReadOptions, text_field: str,
     Fields that are all null in the sample are read as strings; the text (and domain)
     field must be present.
     """
+    tolerant = BadRecords(skip=True)  # bad lines are reported by the real pass, not here
     for f in files:
-        schema = _sample(f, opts)
+        schema = _sample(f, opts, tolerant)
         if schema is None:
             continue
         fields = [_normalise(x) for x in schema
@@ -56,5 +56,8 @@ def group_schema(files: list[InputFile], opts: ReadOptions, text_field: str,
                 raise InputError(f.path, f"no field {need!r} in the first records (fields: "
                                  f"{', '.join(schema.names)})", f"choose the field with {flag}")
         return pa.schema(fields), f.path
-    raise InputError(files[0].path if len(files) == 1 else f"{files[0].path} (+{len(files) - 1})",
-                     "no records in any input file (empty input)", "check the inputs")
+    where = files[0].path if len(files) == 1 else f"{files[0].path} (+{len(files) - 1})"
+    if tolerant.count:
+        raise InputError(where, f"no readable records in any input file ({tolerant.count} bad, "
+                         f"the first: {tolerant.examples[0]})", "fix the inputs")
+    raise InputError(where, "no records in any input file (empty input)", "check the inputs")

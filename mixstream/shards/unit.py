@@ -24,7 +24,7 @@ from .pack import append_eos, pack, packed_table
 from .readers import ReadOptions, read_piece
 from .tables import ragged_array
 from .tokenize import TokenizerInfo, cached_tokenizer, encode
-from .validate import BadRecords, check_fields, check_text, split_domains
+from .validate import BadRecords, check_fields, check_text, check_utf8, split_domains
 from .writer import ShardLayout, ShardSink
 
 Report = Callable[[int, int, int], None]  # (documents, tokens, input bytes on disk)
@@ -176,6 +176,7 @@ def _prepare(table: pa.Table, s: ConvertSettings, group: int, where: str, locate
             col = pa.nulls(table.num_rows, f.type)
         columns.append(col)
     table = pa.Table.from_arrays(columns, schema=schema) if columns else table
+    table = check_utf8(table, locate, bad)
     return check_text(table, s.text_field, where, locate, bad)
 
 

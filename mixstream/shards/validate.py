@@ -79,6 +79,57 @@ def check_fields(table: pa.Table, allowed: list[str], origin: str, locate: Locat
     return drop_rows(table.drop_columns(extra), _report(errors, bad))
 
 
+def _has_strings(t: pa.DataType) -> bool:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return True
+    return any(_has_strings(t.field(i).type) for i in range(t.num_fields))
+
+
+def _utf8_problem(col: pa.ChunkedArray, r: int) -> str | None:
+    """Why row ``r`` of ``col`` is not valid UTF-8, or None if it is."""
+    one = col.slice(r, 1)
+    try:
+        one.validate(full=True)
+        return None
+    except pa.ArrowInvalid as e:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            raw = one.cast(pa.large_binary())[0].as_py()
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as u:
+                return f"byte {u.start} ({raw[u.start:u.start + 1]!r}): {u.reason}"
+        return str(e)
+
+
+def check_utf8(table: pa.Table, locate: Locate, bad: BadRecords) -> pa.Table:
+    """Rows whose string fields (nested ones too) are valid UTF-8; others are bad records.
+
+    pyarrow's JSON and CSV readers (with ``check_utf8=False``) and Parquet files can hand over
+    string columns holding invalid UTF-8; written as they are, they would make every reader
+    of the shards fail later. Arrow's full validation checks a whole column at once (SIMD);
+    rows are checked one by one only when it fails.
+    """
+    errors: list[tuple[int, RecordError]] = []
+    for name in table.column_names:
+        col = table.column(name)
+        if not _has_strings(col.type):
+            continue
+        try:
+            col.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        for r in range(table.num_rows):
+            problem = _utf8_problem(col, r)
+            if problem is not None:
+                errors.append((r, RecordError(locate(r), f"field {name!r} is not valid UTF-8 "
+                                              f"({problem})", f"fix the file's encoding, "
+                                              f"{SKIP_HINT}")))
+    if not errors:
+        return table
+    return drop_rows(table, _report(errors, bad))
+
+
 def check_text(table: pa.Table, text_field: str, where: str, locate: Locate,
                bad: BadRecords) -> pa.Table:
     """Rows whose ``text_field`` is a string; missing/null text is a bad record."""
