@@ -26,7 +26,7 @@ def _fill_array(spec: ColumnSpec, name: str, size: int, pieces: Pieces) -> np.nd
     return out
 
 
-def _fill_list(name: str, size: int, pieces: Pieces) -> list:
+def _fill_list(name: str, size: int, pieces: Pieces, token_dtype: str | None = None) -> list:
     """A list column; rows of domains without this column stay None."""
     out: list = [None] * size
     for positions, parts in pieces:
@@ -38,9 +38,10 @@ def _fill_list(name: str, size: int, pieces: Pieces) -> list:
             if isinstance(col, Ragged):
                 sub = take_column(col, rows)
                 assert isinstance(sub, Ragged)
-                values.extend(torch.from_numpy(sub.row(i)) for i in range(len(sub)))
+                values.extend(torch.from_numpy(_widen(sub.row(i), token_dtype))
+                              for i in range(len(sub)))
             elif isinstance(col, np.ndarray):
-                values.extend(torch.from_numpy(np.asarray(col[rows])).unbind(0))
+                values.extend(torch.from_numpy(_widen(np.asarray(col[rows]), token_dtype)).unbind(0))
             else:
                 values.extend(col[int(r)] for r in rows)
         for p, v in zip(positions.tolist(), values):
@@ -48,21 +49,34 @@ def _fill_list(name: str, size: int, pieces: Pieces) -> list:
     return out
 
 
+# Token ids stored as uint16/uint32 (compact on disk) are widened for the model: nn.Embedding
+# and most torch ops refuse unsigned 16/32-bit tensors, so every user added ``.long()``.
+_WIDEN = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
+
+
+def _widen(arr: np.ndarray, token_dtype: str | None) -> np.ndarray:
+    if token_dtype is None or arr.dtype not in _WIDEN:
+        return arr
+    return arr.astype(token_dtype)
+
+
 def assemble(schema: Schema, size: int, pieces: Pieces, domain: np.ndarray,
-             index: np.ndarray, uniform: bool = False) -> dict:
+             index: np.ndarray, uniform: bool = False, token_dtype: str | None = None) -> dict:
     """One batch dict: fixed/scalar columns as tensors, ragged as lists of tensors, others lists.
 
     ``schema`` may be the union of several domains' columns (per-sample mode); a column some
     domains lack becomes a list with None in their rows. ``uniform``: every domain is known to
-    have every column (batched mode checks this once).
+    have every column (batched mode checks this once). ``token_dtype``: unsigned integer columns
+    (token ids) are cast to it (``"int64"``), None keeps the stored dtype.
     """
     batch: dict = {}
     for name, spec in schema.items():
         everywhere = uniform or all(name in data for _, parts in pieces for data, _ in parts)
         if spec.kind in ("fixed", "scalar") and everywhere:
-            batch[name] = torch.from_numpy(_fill_array(spec, name, size, pieces))
+            batch[name] = torch.from_numpy(_widen(_fill_array(spec, name, size, pieces),
+                                                  token_dtype))
         else:
-            batch[name] = _fill_list(name, size, pieces)
+            batch[name] = _fill_list(name, size, pieces, token_dtype)
     batch["domain"] = torch.from_numpy(domain)
     batch["index"] = torch.from_numpy(index)
     return batch

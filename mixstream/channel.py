@@ -4,10 +4,16 @@ Created in the trainer's process before any worker starts, as torch shared-memor
 (inherited on fork, passed by file descriptor on spawn), never as named POSIX shm, whose
 naming and cleanup are the most reported failure of mosaicml-streaming. It holds:
 
-* a ring of published weight-log entries ``(from_sample, weights)`` and a publish counter;
-  workers read the entries they have not seen at the start of every batch;
-* the *start checkpoint*: where the next iteration starts (batch, mixture cursor state,
-  per-reader domain counts), written by the trainer's process before workers (re)start.
+* the *pending tail* of the weight log: every entry that applies from the trainer's position on
+  (``from_sample >= consumed position``), rewritten whole on every change under a sequence lock.
+  Workers compare one integer per batch and copy the tail when it changed. A worker can never
+  need an older entry (its next batch is at or after the trainer's position), so the tail is
+  bounded by the prefetch depth plus changes scheduled ahead, whatever the rate of changes — an
+  earlier ring of entries overflowed, and killed the run, when many changes came between two
+  reads of a worker;
+* the *start checkpoint*: where the next iteration starts (batch, mixture cursor state, claim
+  book), written by the trainer's process before workers (re)start. Its layout is the claim
+  book's own declaration (:data:`mixstream.plan.claims.LAYOUT`).
 """
 
 from __future__ import annotations
@@ -15,32 +21,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .plan.claims import ClaimBook
+from .plan.claims import LAYOUT, ClaimBook, layout_shapes
 from .plan.mixture import MixCheckpoint
 
 
-class WeightChannelOverflow(RuntimeError):
-    pass
+class WeightChannelOverflow(ValueError):
+    """More weight changes are scheduled ahead of the trainer than the channel holds."""
+
+
+class ChannelReallocatedError(RuntimeError):
+    """The shared buffers had to grow while persistent workers hold the old ones."""
 
 
 class WeightChannel:
     def __init__(self, num_domains: int, capacity: int):
-        d = num_domains
-        self.num_domains = d
-        self.capacity = capacity
+        self.num_domains = num_domains
+        self.capacity = 0
         self.num_slots = 0
         self.queue_depth = 0
-        self._ring = torch.zeros((capacity, d + 1), dtype=torch.float64).share_memory_()
-        self._head = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.frozen = False  # set while persistent workers hold these buffers
+        self._version = torch.zeros(2, dtype=torch.int64).share_memory_()  # [version, count]
+        self._tail = torch.zeros((0, num_domains + 1), dtype=torch.float64)
         self._ck_int = torch.zeros(0, dtype=torch.int64)
-        self._ck_float = torch.zeros(3 * d, dtype=torch.float64).share_memory_()
-
-    def allocate_start(self, num_slots: int, queue_depth: int) -> None:
-        """Size the start checkpoint for ``num_slots`` readers (before workers start)."""
-        if (num_slots, queue_depth) != (self.num_slots, self.queue_depth):
-            size = 4 + self.num_domains * (2 + num_slots * (3 + 2 * queue_depth))
-            self._ck_int = torch.zeros(size, dtype=torch.int64).share_memory_()
-            self.num_slots, self.queue_depth = num_slots, queue_depth
+        self._ck_float = torch.zeros(3 * num_domains, dtype=torch.float64).share_memory_()
+        self.ensure_capacity(capacity)
 
     # numpy views are cached per process but never pickled into workers (they would be copies)
     def __getstate__(self) -> dict:
@@ -50,72 +54,94 @@ class WeightChannel:
 
     def _np(self, t: torch.Tensor) -> np.ndarray:
         views = self.__dict__.setdefault("_views", {})
-        key = id(t)
-        view = views.get(key)
+        view = views.get(id(t))
         if view is None or view[0] is not t:
-            view = views[key] = (t, t.numpy())
+            view = views[id(t)] = (t, t.numpy())
         return view[1]
 
-    # -- weight entries ---------------------------------------------------------------------
+    def _grow_check(self, what: str) -> None:
+        if self.frozen:
+            raise ChannelReallocatedError(
+                f"the stream's shared {what} must grow, but persistent DataLoader workers hold the "
+                f"old one; create a new MixLoader after load_state_dict() / the change")
+
+    def ensure_capacity(self, capacity: int) -> None:
+        """Room for ``capacity`` pending weight entries (before workers start)."""
+        if capacity > self.capacity:
+            self._grow_check("weight buffer")
+            tail = torch.zeros((capacity, self.num_domains + 1), dtype=torch.float64)
+            self._tail = tail.share_memory_()
+            self.capacity = capacity
+
+    def allocate_start(self, num_slots: int, queue_depth: int) -> None:
+        """Size the start checkpoint for ``num_slots`` readers (before workers start)."""
+        if (num_slots, queue_depth) != (self.num_slots, self.queue_depth):
+            self._grow_check("start checkpoint")
+            shapes = layout_shapes(self.num_domains, num_slots, queue_depth)
+            size = 3 + self.num_domains + sum(int(np.prod(s)) for s in shapes.values())
+            self._ck_int = torch.zeros(size, dtype=torch.int64).share_memory_()
+            self.num_slots, self.queue_depth = num_slots, queue_depth
+
+    # -- pending weight entries -------------------------------------------------------------
     @property
-    def published(self) -> int:
-        return int(self._np(self._head)[0])
+    def version(self) -> int:
+        return int(self._np(self._version)[0])
 
-    def publish(self, from_sample: int, weights: np.ndarray) -> None:
-        i = self.published
-        row = self._np(self._ring)[i % self.capacity]
-        row[0] = from_sample
-        row[1:] = weights
-        self._np(self._head)[0] = i + 1  # written last: readers see complete entries only
-
-    def read(self, start: int) -> tuple[list[tuple[int, np.ndarray]], int]:
-        """Entries published from index ``start`` on, and the next index to read."""
-        end = self.published
-        if end == start:
-            return [], end
-        if end - start > self.capacity:
+    def write_tail(self, entries: list[tuple[int, np.ndarray]]) -> None:
+        """Replace the pending tail (trainer's process only, one writer at a time)."""
+        if len(entries) > self.capacity:
             raise WeightChannelOverflow(
-                f"{end - start} weight changes are pending but the channel holds {self.capacity}; "
-                f"create the MixStream with a larger max_pending_weight_changes")
-        ring = self._np(self._ring)
-        out = []
-        for i in range(start, end):
-            row = ring[i % self.capacity]
-            out.append((int(row[0]), row[1:].copy()))
-        if self.published - start > self.capacity:  # overwritten while we read
-            raise WeightChannelOverflow("weight channel overwritten during a read; increase "
-                                        "max_pending_weight_changes")
-        return out, end
+                f"{len(entries)} weight changes are scheduled at or after the trainer's position, "
+                f"but the stream holds {self.capacity}; create the MixStream with a larger "
+                f"max_pending_weight_changes, or schedule fewer changes ahead")
+        head = self._np(self._version)
+        rows = self._np(self._tail)
+        v = int(head[0])
+        head[0] = v + 1  # odd: a write is in progress
+        for i, (f, w) in enumerate(entries):
+            rows[i, 0] = f
+            rows[i, 1:] = w
+        head[1] = len(entries)
+        head[0] = v + 2
+
+    def read_tail(self, seen_version: int) -> tuple[list[tuple[int, np.ndarray]] | None, int]:
+        """The pending tail if it changed since ``seen_version`` (else None), and its version."""
+        head = self._np(self._version)
+        while True:
+            v = int(head[0])
+            if v == seen_version:
+                return None, v
+            if v % 2:
+                continue  # the trainer is writing; it takes microseconds
+            n = int(head[1])
+            rows = self._np(self._tail)[:n].copy()
+            if int(head[0]) == v:
+                return [(int(r[0]), r[1:]) for r in rows], v
 
     # -- start checkpoint -------------------------------------------------------------------
-    def write_start(self, start_batch: int, mix: MixCheckpoint, claims: ClaimBook,
-                    read_from: int) -> None:
-        d, s = self.num_domains, self.num_slots
-        if claims.held.shape != (s, d):
-            raise ValueError(f"start checkpoint for {claims.held.shape[0]} readers, channel has {s}")
+    def write_start(self, start_batch: int, mix: MixCheckpoint, claims: ClaimBook) -> None:
+        if (claims.num_slots, claims.queue_depth) != (self.num_slots, self.queue_depth):
+            raise ValueError(f"start checkpoint for {claims.num_slots} readers x queue "
+                             f"{claims.queue_depth}, channel has {self.num_slots} x "
+                             f"{self.queue_depth}")
+        arrays = claims.arrays()
         ints = self._np(self._ck_int)
-        ints[:4] = (start_batch, mix.chunk_start, mix.entry_from, read_from)
-        if claims.queue.shape[2] != self.queue_depth:
-            raise ValueError("start checkpoint queue depth differs from the channel's")
-        parts = (mix.counts, claims.claimed, claims.held.ravel(), claims.offset.ravel(),
-                 claims.queue.ravel(), claims.reserved.ravel())
-        ints[4:] = np.concatenate(parts)
+        ints[:3] = (start_batch, mix.chunk_start, mix.entry_from)
+        ints[3:] = np.concatenate([mix.counts] + [arrays[name].ravel() for name, _ in LAYOUT])
         floats = self._np(self._ck_float)
         floats[:] = np.concatenate((mix.entry_weights, mix.entry_targets, mix.entry_base))
 
-    def read_start(self) -> tuple[int, MixCheckpoint, list[np.ndarray], int]:
-        """(start batch, mixture checkpoint, [claimed, held, offset, queue, reserved], first entry
-        to read)."""
-        d, s, q = self.num_domains, self.num_slots, self.queue_depth
+    def read_start(self) -> tuple[int, MixCheckpoint, dict[str, np.ndarray]]:
+        """(start batch, mixture checkpoint, claim-book arrays)."""
+        d = self.num_domains
         ints = self._np(self._ck_int).copy()
         floats = self._np(self._ck_float).copy()
-        mix = MixCheckpoint(int(ints[1]), ints[4 : 4 + d], int(ints[2]), floats[:d],
+        mix = MixCheckpoint(int(ints[1]), ints[3 : 3 + d], int(ints[2]), floats[:d],
                             floats[d : 2 * d], floats[2 * d :])
-        at = 4 + d
-        claimed = ints[at : at + d]
-        held = ints[at + d : at + d + s * d].reshape(s, d)
-        offset = ints[at + d + s * d : at + d + 2 * s * d].reshape(s, d)
-        at += d + 2 * s * d
-        queue = ints[at : at + s * d * q * 2].reshape(s, d, q, 2)
-        reserved = ints[at + s * d * q * 2 :].reshape(s, d)
-        return int(ints[0]), mix, [claimed, held, offset, queue, reserved], int(ints[3])
+        arrays: dict[str, np.ndarray] = {}
+        at = 3 + d
+        for name, shape in layout_shapes(d, self.num_slots, self.queue_depth).items():
+            n = int(np.prod(shape))
+            arrays[name] = ints[at : at + n].reshape(shape)
+            at += n
+        return int(ints[0]), mix, arrays

@@ -1,14 +1,21 @@
-"""MixLoader: a ``DataLoader`` that tells its MixStream how many batches the trainer consumed.
+"""MixLoader: a stateful ``DataLoader`` that tells its MixStream how far the trainer got.
 
 A plain DataLoader never tells its dataset how far the trainer got, yet placing a weight change
 deterministically and checkpointing exactly both need that count. Like mosaicml-streaming's
 ``StreamingDataLoader`` and torchdata's ``StatefulDataLoader``, MixLoader counts delivered
-batches; the stream does the rest.
+batches and exposes ``state_dict()`` / ``load_state_dict()`` (the protocol Lightning,
+torchdata and ``torch.distributed.checkpoint`` use); the stream does the rest.
+
+Two counts matter: batches *fetched* (where a weight change may still be placed: the DataLoader
+has requested ``fetched + prefetch depth`` batches) and batches *trained on* (the checkpoint
+position). They differ for trainers that fetch ahead — Lightning fetches one batch early — and
+such a trainer (or its integration) sets ``loader.trained_batches`` so that a checkpoint does
+not skip the fetched-but-untrained batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from torch.utils.data import DataLoader
@@ -25,9 +32,20 @@ class _Counting:
         return self
 
     def __next__(self) -> Any:
-        batch = next(self._it)
-        self._stream._delivered()
+        stream = self._stream
+        with stream._lock:
+            stream._in_next = True  # the DataLoader may request one more batch in here
+        try:
+            batch = next(self._it)
+        except BaseException:
+            with stream._lock:
+                stream._in_next = False
+            raise
+        stream._delivered()
         return batch
+
+    def __len__(self) -> int:
+        return len(self._it)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._it, name)
@@ -55,9 +73,13 @@ class MixLoader(DataLoader):
         for key in ("sampler", "batch_sampler", "shuffle", "drop_last"):
             if key in kwargs:
                 raise ValueError(f"MixLoader does not take {key!r}: MixStream decides the order")
+        if kwargs.get("in_order", True) is not True:
+            raise ValueError("MixLoader needs in_order=True: out-of-order delivery makes the "
+                             "delivered count say nothing about which batches were trained on, "
+                             "so a resume would lose and repeat batches")
         if num_workers > 0 and prefetch_factor is None:
             prefetch_factor = 2
-        stream.bind(batch_size, num_workers, prefetch_factor, batched=batched)
+        stream.bind(batch_size, num_workers, prefetch_factor, batched=batched, loader=True)
         extra: dict[str, Any] = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
         if batched:
             super().__init__(stream, batch_size=None, num_workers=num_workers, **extra, **kwargs)
@@ -69,5 +91,31 @@ class MixLoader(DataLoader):
         self.stream = stream
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        self.stream._begin_iteration()
-        return _Counting(super().__iter__(), self.stream)
+        stream = self.stream
+        stream._begin_iteration()
+        stream._loader_iterating = True  # workers forked/spawned now carry the flag
+        try:
+            it = super().__iter__()
+        finally:
+            stream._loader_iterating = False
+        if self.persistent_workers and self.num_workers > 0:
+            stream._plan.channel.frozen = True  # those workers keep these shared buffers
+        return _Counting(it, stream)
+
+    # -- the stateful-loader protocol -------------------------------------------------------
+    @property
+    def trained_batches(self) -> int:
+        """Batches the trainer has trained on (default: the batches fetched)."""
+        return self.stream.trained_batches
+
+    @trained_batches.setter
+    def trained_batches(self, value: int) -> None:
+        self.stream.trained_batches = value
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's state (and everything attached) at ``trained_batches``; plain Python."""
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state``; the next ``iter(loader)`` starts there."""
+        self.stream.load_state_dict(state)

@@ -1,43 +1,49 @@
 """MixStream: the mixture-aware streaming ``IterableDataset``.
 
 Data flow (see docs/ARCHITECTURE.md): sources -> plan (weight log, mixture sequence, per-domain
-order) -> per-domain reservoirs in each DataLoader worker -> batches tagged with domain ids.
+order, claim book) -> per-domain reservoirs in each reader -> batches tagged with domain ids.
 The trainer's process owns the weight log and a :class:`~mixstream.tracker.PositionTracker`;
-workers read weight changes and their start position from a
-:class:`~mixstream.channel.WeightChannel` in shared memory.
+readers (DataLoader workers) get a :class:`~mixstream.reading.ReaderPlan` and read weight
+changes and their start position from a :class:`~mixstream.channel.WeightChannel`.
 
 Global layout: rank ``r``'s ``t``-th batch holds global samples
 ``[(t * world + r) * B, (t * world + r + 1) * B)``, and a DataLoader with ``N`` workers asks
 worker ``j`` for the batches ``t`` with ``t - start ≡ j (mod N)``; reader slot ``t mod N`` of
 rank ``r`` serves them, so the data each slot reads does not depend on where an iteration started.
+
+Threads: every method that touches the session (weights, position, checkpoints) holds one lock,
+and MixLoader marks the window in which the DataLoader may request one more batch, so
+``set_weights`` is safe from any thread of the trainer's process when a MixLoader drives the
+stream (an async validation controller, say).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .batching import Pieces, assemble, split_samples
 from .channel import WeightChannel
-from .plan.claims import ClaimBook
+from .checkpoint import STATE_VERSION, float_list, int_array, require, to_plain
+from .plan.claims import ClaimBook, layout_shapes
 from .plan.mixture import MixCheckpoint
-from .plan.order import WindowGeometry
-from .plan.weights import WeightLog, WeightsLike, normalize_weights
+from .plan.weights import LogEntry, WeightLog, WeightsLike, normalize_weights
+from .reading import ReaderPlan, produce
 from .remote.config import RemoteConfig
-from .reservoir import DomainExhausted, DomainReader
 from .sources.base import Schema
 from .sources.resolve import Domain
+from .topology import resolve_topology
 from .tracker import PositionTracker
-from .walker import Topology, Walker
+from .walker import Topology
 
-STATE_VERSION = 1
 ON_EXHAUSTED = ("restart", "stop")
+UNBOUND_BATCH = 32  # internal batch of a stream iterated without a loader (yields samples)
 
 
 class MixStream(IterableDataset):
@@ -56,12 +62,18 @@ class MixStream(IterableDataset):
         memory_budget: bytes per worker for all reservoirs; if given, overrides
             ``shuffle_window`` per domain (``budget / (2 * domains * bytes_per_sample)``).
         mix_block: samples per mixing chunk (exact counts per chunk, see plan.mixture).
-        on_exhausted: ``"restart"`` (next epoch, reshuffled) or ``"stop"`` (end the stream when
-            a reader runs out of a domain's first epoch).
+        on_exhausted: ``"restart"`` (next epoch, reshuffled) or ``"stop"`` (end the stream before
+            the first round of batches that would need a sample beyond a domain's first epoch;
+            every rank yields the same number of batches).
         columns: keep only these columns (all domains must have them).
-        rank, world_size: defaults from ``torch.distributed`` when initialised, else 0 and 1.
+        rank, world_size: fixed values; by default read when iteration starts and at
+            ``state_dict()`` from ``torch.distributed`` if initialised, else ``RANK`` /
+            ``WORLD_SIZE``, else 0 and 1.
         prefetch: decode the next window of each active domain in a background thread.
-        max_pending_weight_changes: capacity of the shared weight-change ring.
+        max_pending_weight_changes: weight changes that may be scheduled at or after the
+            trainer's position at once (default: enough for the prefetch depth plus 64).
+        token_dtype: unsigned integer columns (token ids stored as uint16/uint32) arrive as this
+            dtype (default ``torch.int64``, what ``nn.Embedding`` takes; None keeps them).
         remote, cache_dir, cache_limit_bytes, remote_concurrency: how URL sources (``s3://``,
             ``gs://``, ``az://``, ``http(s)://``) are fetched: a local cache shared by all workers
             and ranks of a machine (see :class:`~mixstream.remote.config.RemoteConfig`).
@@ -84,6 +96,7 @@ class MixStream(IterableDataset):
         world_size: int | None = None,
         prefetch: bool = True,
         max_pending_weight_changes: int | None = None,
+        token_dtype: torch.dtype | None = torch.int64,
         remote: RemoteConfig | None = None,
         cache_dir: str | None = None,
         cache_limit_bytes: int | None = None,
@@ -99,37 +112,58 @@ class MixStream(IterableDataset):
             raise ValueError(f"on_exhausted must be one of {ON_EXHAUSTED}, got {on_exhausted!r}")
         if shuffle_window < 1:
             raise ValueError(f"shuffle_window must be >= 1, got {shuffle_window}")
+        if token_dtype is not None and not isinstance(token_dtype, torch.dtype):
+            raise ValueError(f"token_dtype must be a torch.dtype or None, got {token_dtype!r}")
         self.domains: list[str] = list(domains)
         remote = remote or RemoteConfig(cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
                                         concurrency=remote_concurrency)
         self._domains = [Domain(name, spec, remote=remote) for name, spec in domains.items()]
-        self.schema = self._select_columns(columns)
-        self._union_schema = dict(self.schema)
+        schema = self._select_columns(columns)
+        union = dict(schema)
         if columns is None:
             for dom in self._domains[1:]:
                 for key, spec in dom.schema.items():
-                    self._union_schema.setdefault(key, spec)
+                    union.setdefault(key, spec)
         d = len(self.domains)
         w0 = (np.full(d, 1.0 / d) if weights is None else normalize_weights(weights, self.domains))
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.mix_block = int(mix_block)
-        self.on_exhausted = on_exhausted
-        self.prefetch = bool(prefetch)
-        self.windows = self._windows(shuffle_window, memory_budget)
-        self.rank, self.world_size = _topology(rank, world_size)
-        capacity = max_pending_weight_changes or int(min(4096, max(64, 1_000_000 // (d + 1))))
-        self._channel = WeightChannel(d, capacity)
+        self._fixed_topology = (rank, world_size)
+        self.rank, self.world_size = resolve_topology(rank, world_size)
+        self._min_pending = max_pending_weight_changes or 64
+        self._plan = ReaderPlan(
+            domains=self._domains, schema=schema, union_schema=union,
+            windows=self._windows(shuffle_window, memory_budget), seed=int(seed),
+            shuffle=bool(shuffle), mix_block=int(mix_block), on_exhausted=on_exhausted,
+            prefetch=bool(prefetch),
+            token_dtype=None if token_dtype is None else str(token_dtype).replace("torch.", ""),
+            channel=WeightChannel(d, self._min_pending), rank=self.rank,
+            world_size=self.world_size)
         self._log = WeightLog(w0)
+        self._digest = hashlib.sha256()
+        self._digest.update(w0.tobytes())
+        self._listeners: list[Callable[[int, dict[str, float]], None]] = []
         self.batch_size: int | None = batch_size
         self.num_workers: int | None = None
         self.prefetch_depth = 0
-        self.batched = True
-        self._consumed = 0
+        self._consumed = 0  # batches fetched from the loader (drives weight placement)
+        self._trained: int | None = None  # batches trained on, when a trainer says so
         self._tracker: PositionTracker | None = None
-        self._attached: list[Any] = []
+        self._attached: dict[str, Any] = {}
         self._resume: dict[str, Any] | None = None  # a loaded checkpoint awaiting bind()
-        self._geometry: list[WindowGeometry] | None = None
+        self._lock = threading.RLock()
+        self._loop_thread: int | None = None
+        self._driven_by_loader = False  # bound by a MixLoader (which counts batches)
+        self._in_next = False  # the MixLoader is inside next(): one more batch may be requested
+        self._loader_iterating = False  # set by MixLoader while it creates its iterator
+
+    # -- the worker payload -----------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        """Workers get the reader plan and two flags: nothing attached, no trainer state."""
+        return {"_plan": self._plan, "domains": self.domains, "batch_size": self.batch_size,
+                "num_workers": self.num_workers, "_driven_by_loader": self._driven_by_loader,
+                "_loader_iterating": self._loader_iterating, "_in_worker_copy": True}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     # -- construction helpers ---------------------------------------------------------------
     def _select_columns(self, columns: list[str] | None) -> Schema:
@@ -152,6 +186,35 @@ class MixStream(IterableDataset):
             out.append(max(1, min(int(w), dom.num_samples)))  # a window never repeats a sample
         return out
 
+    # -- read-only settings -----------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        return self._plan.seed
+
+    @property
+    def shuffle(self) -> bool:
+        return self._plan.shuffle
+
+    @property
+    def mix_block(self) -> int:
+        return self._plan.mix_block
+
+    @property
+    def on_exhausted(self) -> str:
+        return self._plan.on_exhausted
+
+    @property
+    def windows(self) -> list[int]:
+        return list(self._plan.windows)
+
+    @property
+    def schema(self) -> Schema:
+        return self._plan.schema
+
+    @property
+    def batched(self) -> bool:
+        return self._plan.batched
+
     # -- public state -----------------------------------------------------------------------
     @property
     def weights(self) -> dict[str, float]:
@@ -160,65 +223,115 @@ class MixStream(IterableDataset):
 
     @property
     def weight_log(self) -> list[tuple[int, dict[str, float]]]:
+        """The retained weight log: the entry in force at the last checkpoint/compaction point
+        and every later one. Earlier entries are folded into the mixture state; observers that
+        want every change register with :meth:`add_weight_listener`."""
         return [(e.from_sample, dict(zip(self.domains, map(float, e.weights))))
                 for e in self._log.entries]
 
+    def add_weight_listener(self, fn: Callable[[int, dict[str, float]], None]) -> None:
+        """Call ``fn(from_sample, weights)`` on every weight change (the full log)."""
+        self._listeners.append(fn)
+
     @property
     def consumed_batches(self) -> int:
-        """Batches this rank's trainer has consumed (MixLoader counts them)."""
+        """Batches this rank fetched from its loader (MixLoader counts them)."""
         return self._consumed
 
     @consumed_batches.setter
     def consumed_batches(self, value: int) -> None:
         """For plain DataLoaders: tell the stream where the trainer is (e.g. ``step + 1``)."""
-        if self._tracker is not None and value < self._tracker.batch:
-            raise ValueError(f"consumed_batches cannot go back from {self._tracker.batch} to "
-                             f"{value}; load a checkpoint instead")
-        self._consumed = int(value)
-        self._begin_iteration()
+        with self._lock:
+            value = int(value)
+            if value < self._position_floor():
+                raise ValueError(f"consumed_batches cannot go back from {self._position_floor()} "
+                                 f"to {value}; load a checkpoint instead")
+            self._consumed = value
+            self._trained = None
+            self._loop_thread = threading.get_ident()
+            self._begin_iteration()
+
+    @property
+    def trained_batches(self) -> int:
+        """Batches the trainer has trained on: the checkpoint position (default: fetched)."""
+        return self._consumed if self._trained is None else self._trained
+
+    @trained_batches.setter
+    def trained_batches(self, value: int) -> None:
+        """For trainers that fetch ahead (Lightning): the position a checkpoint records."""
+        with self._lock:
+            value = int(value)
+            if not self._position_floor() <= value <= self._consumed:
+                raise ValueError(f"trained_batches={value} must be between the last checkpoint "
+                                 f"position {self._position_floor()} and the batches fetched "
+                                 f"{self._consumed}")
+            self._trained = value
+
+    def _position_floor(self) -> int:
+        return 0 if self._tracker is None else self._tracker.batch
 
     @property
     def consumed_samples(self) -> int:
         """Global samples consumed by all ranks (assumes ranks step together)."""
-        return self._consumed * self.world_size * (self.batch_size or 0)
+        return self.trained_batches * self.world_size * (self.batch_size or 0)
 
     def domain_stats(self) -> dict[str, dict[str, int | None]]:
         return {d.name: d.stats() for d in self._domains}
 
-    def attach(self, obj: Any) -> None:
-        """Include ``obj.state_dict()`` (a controller, say) in this stream's checkpoints."""
+    def attach(self, obj: Any, name: str | None = None) -> str:
+        """Include ``obj.state_dict()`` (a controller, say) in this stream's checkpoints, under
+        ``name`` (default: the class name, numbered if taken). Returns the name."""
         if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
             raise TypeError(f"{type(obj).__name__} has no state_dict/load_state_dict")
-        if obj not in self._attached:
-            self._attached.append(obj)
+        for key, other in self._attached.items():
+            if other is obj:
+                return key
+        base = name or type(obj).__name__
+        key, i = base, 1
+        while key in self._attached:
+            if name is not None:
+                raise ValueError(f"an object is already attached as {name!r}")
+            i += 1
+            key = f"{base}#{i}"
+        self._attached[key] = obj
+        return key
+
+    @property
+    def attached(self) -> dict[str, Any]:
+        return dict(self._attached)
 
     # -- binding to a loader ----------------------------------------------------------------
     def bind(self, batch_size: int, num_workers: int = 0, prefetch_factor: int | None = None,
-             batched: bool = True) -> None:
+             batched: bool = True, *, loader: bool = False) -> None:
         """Tell the stream how it is loaded (MixLoader calls this; so can plain-DataLoader users).
 
-        Must happen before DataLoader workers start; the topology cannot change mid-run.
+        Must happen before DataLoader workers start.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if self._tracker is not None and (self.batch_size, self.num_workers) != (batch_size, num_workers):
-            if self._consumed > 0:
-                raise ValueError(f"this stream was loaded with batch_size={self.batch_size}, "
-                                 f"num_workers={self.num_workers}; it cannot change to "
-                                 f"{batch_size}, {num_workers} mid-run")
-            self._tracker = None
-        if batched:
-            self._check_batchable()
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.prefetch_depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
-        self.batched = batched
-        if self._tracker is None:
-            self._tracker = self._new_tracker()
-            claims = self._tracker.walker.claims
-            self._channel.allocate_start(claims.held.shape[0], claims.queue.shape[2])
-        self._begin_iteration()
+        with self._lock:
+            if self._tracker is not None and (self.batch_size, self.num_workers) != (
+                    batch_size, num_workers):
+                if self._consumed > 0:
+                    raise ValueError(f"this stream was loaded with batch_size={self.batch_size}, "
+                                     f"num_workers={self.num_workers}; it cannot change to "
+                                     f"{batch_size}, {num_workers} mid-run")
+                self._tracker = None
+            if batched:
+                self._check_batchable()
+            self.batch_size, self.num_workers = batch_size, num_workers
+            self.prefetch_depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
+            self._plan.batched = batched
+            self._driven_by_loader = loader
+            self._loop_thread = threading.get_ident()
+            # room for every change a worker may not have passed, plus changes scheduled ahead
+            self._plan.channel.ensure_capacity(max(self._min_pending, self.prefetch_depth + 64))
+            self._refresh_topology()
+            if self._tracker is None:
+                self._tracker = self._new_tracker()
+            self._begin_iteration()
 
     def bind_loader(self, loader: torch.utils.data.DataLoader) -> None:
         """Bind to a plain ``DataLoader`` (per-sample mode); see :meth:`bind`."""
@@ -228,13 +341,30 @@ class MixStream(IterableDataset):
         self.bind(loader.batch_size, loader.num_workers, loader.prefetch_factor, batched=False)
 
     def _check_batchable(self) -> None:
+        schema = self._plan.schema
         for dom in self._domains[1:]:
-            mine = {c: dom.schema.get(c) for c in self.schema}
-            if mine != self.schema:
+            mine = {c: dom.schema.get(c) for c in schema}
+            if mine != schema:
                 raise ValueError(f"batched mode needs the same columns in every domain; domain "
                                  f"{dom.name!r} has {_fmt(dom.schema)} but {self.domains[0]!r} has "
-                                 f"{_fmt(self.schema)}: select common columns with "
+                                 f"{_fmt(schema)}: select common columns with "
                                  f"MixStream(columns=[...]) or use per-sample mode")
+
+    def _refresh_topology(self) -> None:
+        """Read rank and world size now; re-bind if nothing was consumed, else refuse."""
+        rank, world = resolve_topology(*self._fixed_topology)
+        if (rank, world) == (self.rank, self.world_size):
+            return
+        if self._tracker is not None and (self._consumed > 0 or self._tracker.batch > 0):
+            raise RuntimeError(
+                f"this stream was bound as rank {self.rank} of {self.world_size} but now runs as "
+                f"rank {rank} of {world} after {self._consumed} batches; initialise "
+                f"torch.distributed (or set RANK/WORLD_SIZE) before creating the MixLoader, or "
+                f"pass rank=/world_size= to MixStream")
+        self.rank, self.world_size = rank, world
+        self._plan.rank, self._plan.world_size = rank, world
+        if self._tracker is not None:
+            self._tracker = self._new_tracker()
 
     def _topology(self) -> Topology:
         assert self.batch_size is not None
@@ -242,21 +372,24 @@ class MixStream(IterableDataset):
 
     def _new_tracker(self) -> PositionTracker:
         topo = self._topology()
+        self._plan.batch_size, self._plan.num_workers = topo.batch_size, self.num_workers or 0
         r = self._resume or {}
         self._resume = None
         mix = r.get("mix") or MixCheckpoint.initial(self._log.entries[0].weights)
         pending = [(e.from_sample, e.weights) for e in self._log.entries
                    if e.from_sample > mix.chunk_start]
         if not r:
-            claims = self._claim_book(topo.num_slots)
+            claims = ClaimBook(self._plan.geometry, topo.num_slots)
         else:
             old = Topology(r["batch_size"], r["world_size"], r["num_workers"])
-            claims = self._claim_book(old.num_slots, *r["claims"])
+            claims = r["claims"]
             if (old.batch_size, old.world_size, old.num_workers) != (
                     topo.batch_size, topo.world_size, topo.num_workers):
                 claims = self._elastic(old, topo, claims)
-        return PositionTracker(seed=self.seed, block=self.mix_block, topology=topo, claims=claims,
-                               mix=mix, pending=pending, batch=self._consumed)
+        tracker = PositionTracker(seed=self.seed, block=self.mix_block, topology=topo,
+                                  claims=claims, mix=mix, pending=pending, batch=self._consumed)
+        self._plan.channel.allocate_start(claims.num_slots, claims.queue_depth)
+        return tracker
 
     def _elastic(self, old: Topology, new: Topology, claims: ClaimBook) -> ClaimBook:
         """Resume a checkpoint under another topology (see ClaimBook.remap)."""
@@ -270,29 +403,25 @@ class MixStream(IterableDataset):
         self._consumed = done // step
         return claims.remap(new.num_slots)
 
-    def _claim_book(self, num_slots: int, claimed: Any = None, held: Any = None,
-                    offset: Any = None, queue: Any = None, reserved: Any = None) -> ClaimBook:
-        if self._geometry is None:
-            self._geometry = [
-                WindowGeometry(d.block_sizes, w, seed=self.seed, domain=i, shuffle=self.shuffle)
-                for i, (d, w) in enumerate(zip(self._domains, self.windows))]
-        return ClaimBook(self._geometry, num_slots, claimed, held, offset, queue, reserved)
-
     def _begin_iteration(self) -> None:
         """Publish where the next iteration starts (before DataLoader workers (re)start)."""
-        if self._tracker is None:
-            return
-        self._tracker.advance_to(self._consumed)
-        walker = self._tracker.walker
-        mix = walker.cursor.checkpoint()
-        read_from = self._channel.published
-        for e in self._log.entries:
-            if e.from_sample > mix.chunk_start:
-                self._channel.publish(e.from_sample, e.weights)
-        self._channel.write_start(self._consumed, mix, walker.claims, read_from)
+        with self._lock:
+            if self._tracker is None:
+                return
+            self._refresh_topology()
+            start = self.trained_batches
+            self._tracker.advance_to(start)
+            self._consumed, self._trained = start, None
+            walker = self._tracker.walker
+            mix = walker.cursor.checkpoint()
+            self._plan.channel.write_start(start, mix, walker.claims)
+            self._plan.channel.write_tail([(e.from_sample, e.weights) for e in self._log.entries
+                                           if e.from_sample > mix.chunk_start])
 
     def _delivered(self) -> None:
-        self._consumed += 1
+        with self._lock:
+            self._consumed += 1
+            self._in_next = False
 
     # -- weights ----------------------------------------------------------------------------
     def set_weights(self, weights: WeightsLike, *, from_batch: int | None = None) -> int:
@@ -301,120 +430,221 @@ class MixStream(IterableDataset):
         By default it applies from this rank's batch ``consumed_batches + prefetch_depth``: the
         first batch the DataLoader cannot have requested yet, so the change lands at the same
         sample in every run, whatever the timing of the workers. Under torch.distributed every
-        rank must make the same call at the same step (controllers all-reduce for this).
+        rank must make the same call at the same step (controllers all-reduce for this; a
+        checkpoint compares the ranks' weight logs). With a MixLoader it may be called from any
+        thread of the trainer's process; with a plain DataLoader only from the training loop.
         """
         w = normalize_weights(weights, self.domains)
-        if self.batch_size is None:
-            raise ValueError("set_weights needs the batch size: use MixLoader, or pass "
-                             "batch_size= to MixStream / call stream.bind(...) first")
-        horizon = self._consumed + self.prefetch_depth
-        if from_batch is None:
-            from_batch = horizon
-        elif from_batch < horizon:
-            raise ValueError(f"from_batch={from_batch} may already be prefetched (consumed "
-                             f"{self._consumed} + prefetch depth {self.prefetch_depth}); use "
-                             f"from_batch >= {horizon}")
-        from_sample = from_batch * self.world_size * self.batch_size
-        if from_sample < self._log.latest.from_sample:
-            raise ValueError(f"from_batch={from_batch} is before the last weight change "
-                             f"(sample {self._log.latest.from_sample})")
-        self._log.append(from_sample, w)
-        self._channel.publish(from_sample, w)
-        if self._tracker is not None:
+        with self._lock:
+            if self.batch_size is None or self._tracker is None:
+                raise ValueError("set_weights needs the batch size: use MixLoader, or pass "
+                                 "batch_size= to MixStream and call stream.bind(...) first")
+            if not self._driven_by_loader and self._loop_thread not in (
+                    None, threading.get_ident()):
+                raise RuntimeError("set_weights was called from another thread than the training "
+                                   "loop of a plain DataLoader; the stream cannot know which "
+                                   "batches that DataLoader already requested. Use MixLoader "
+                                   "(safe from any thread) or call it from the loop")
+            horizon = self._consumed + self.prefetch_depth + (1 if self._in_next else 0)
+            per_batch = self.world_size * self.batch_size
+            if from_batch is None:
+                from_sample = max(horizon * per_batch, self._log.latest.from_sample)
+            else:
+                if from_batch < horizon:
+                    raise ValueError(f"from_batch={from_batch} may already be prefetched (fetched "
+                                     f"{self._consumed} + prefetch depth {self.prefetch_depth}); "
+                                     f"use from_batch >= {horizon}")
+                from_sample = from_batch * per_batch
+                if from_sample < self._log.latest.from_sample:
+                    raise ValueError(f"from_batch={from_batch} is before the last weight change "
+                                     f"(sample {self._log.latest.from_sample})")
+            floor = self._consumed * per_batch
+            tail = [e for e in self._log.entries if e.from_sample >= floor
+                    and e.from_sample != from_sample] + [LogEntry(from_sample, w)]
+            self._plan.channel.write_tail([(e.from_sample, e.weights) for e in tail])
+            self._log.append(from_sample, w)
+            self._digest.update(np.int64(from_sample).tobytes() + w.tobytes())
             self._tracker.add_entry(from_sample, w)
+            if len(self._log) > 4 * self._plan.channel.capacity:
+                self._compact()
+            named = dict(zip(self.domains, map(float, w)))
+        for fn in self._listeners:
+            fn(from_sample, named)
         return from_sample
 
+    def _compact(self) -> None:
+        """Fold entries the tracker has passed into its mixture state (bounded memory/state)."""
+        assert self._tracker is not None
+        self._tracker.advance_to(self.trained_batches)
+        cs = self._tracker.walker.cursor.checkpoint().chunk_start
+        entries = self._log.entries
+        keep = max([i for i, e in enumerate(entries) if e.from_sample <= cs] + [0])
+        self._log.entries = entries[keep:]
+
     # -- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Small and exact: seed, weight log, position, per-reader counts, attached states."""
-        if self._tracker is None:
-            raise RuntimeError("state_dict() needs the loader topology: use MixLoader, or call "
-                               "stream.bind(batch_size, num_workers) / stream.bind_loader(loader)")
-        self._tracker.advance_to(self._consumed)
-        return {
-            "version": STATE_VERSION,
-            "seed": self.seed,
-            "domains": [[d.name, d.num_samples] for d in self._domains],
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "world_size": self.world_size,
-            "rank": self.rank,
-            "mix_block": self.mix_block,
-            "windows": list(self.windows),
-            "shuffle": self.shuffle,
-            "consumed_batches": self._consumed,
-            "weight_log": self._log.to_json(),
-            "mix": self._tracker.walker.cursor.checkpoint().to_json(),
-            "claimed": self._tracker.walker.claims.claimed.tolist(),
-            "held": self._tracker.walker.claims.held.tolist(),
-            "offset": self._tracker.walker.claims.offset.tolist(),
-            "queue": self._tracker.walker.claims.queue.tolist(),
-            "reserved": self._tracker.walker.claims.reserved.tolist(),
-            "attached": [obj.state_dict() for obj in self._attached],
-        }
+    def state_dict(self, *, check_ranks: bool = True) -> dict[str, Any]:
+        """Small, exact, plain Python: seed, corpus fingerprint, retained weight log, position,
+        claim book and attached states (by name).
+
+        Under torch.distributed, ``check_ranks`` compares the ranks' weight logs (a collective:
+        call it on every rank, as HF Trainer, Lightning and torch.distributed.checkpoint do) so
+        that a weight change made on one rank only is an error instead of duplicated data.
+        """
+        with self._lock:
+            if self._tracker is None:
+                raise RuntimeError("state_dict() needs the loader topology: use MixLoader, or call "
+                                   "stream.bind(batch_size, num_workers) / stream.bind_loader(loader)")
+            self._refresh_topology()
+            self._tracker.advance_to(self.trained_batches)
+            walker = self._tracker.walker
+            mix = walker.cursor.checkpoint()
+            log = [e for e in self._log.entries if e.from_sample > mix.chunk_start]
+            log.insert(0, LogEntry(mix.entry_from, mix.entry_weights))
+            state = {
+                "version": STATE_VERSION,
+                "seed": self.seed,
+                "domains": [[d.name, d.num_samples, _fingerprint(d)] for d in self._domains],
+                "batch_size": self.batch_size,
+                "num_workers": self.num_workers,
+                "world_size": self.world_size,
+                "rank": self.rank,
+                "mix_block": self.mix_block,
+                "windows": list(self.windows),
+                "shuffle": self.shuffle,
+                "on_exhausted": self.on_exhausted,
+                "consumed_batches": self._tracker.batch,
+                "weight_log": [e.to_json() for e in log],
+                "weight_digest": self._digest.hexdigest(),
+                "mix": mix.to_json(),
+                "claims": {k: v.tolist() for k, v in walker.claims.arrays().items()},
+                "attached": {k: obj.state_dict() for k, obj in self._attached.items()},
+            }
+        if check_ranks and self.world_size > 1:
+            _check_ranks_agree(state["weight_digest"], self._tracker.batch)
+        return to_plain(state)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported MixStream state version {state.get('version')!r}")
-        mine = [[d.name, d.num_samples] for d in self._domains]
-        if [list(x) for x in state["domains"]] != mine:
-            raise ValueError(f"checkpoint domains {state['domains']} do not match this stream's "
-                             f"{mine} (names and sample counts must be equal)")
-        expect = {"seed": self.seed, "mix_block": self.mix_block, "windows": list(self.windows),
-                  "shuffle": self.shuffle}
-        for key, value in expect.items():
-            if state[key] != value:
-                raise ValueError(f"checkpoint has {key}={state[key]!r} but this stream has "
-                                 f"{value!r}; create the stream with the same settings")
-        self._log = WeightLog.from_json(state["weight_log"])
-        self._consumed = int(state["consumed_batches"])
-        self._resume = {
-            "batch_size": int(state["batch_size"]),
-            "num_workers": int(state["num_workers"]),
-            "world_size": int(state["world_size"]),
-            "mix": MixCheckpoint.from_json(state["mix"]),
-            "claims": [np.asarray(state[k], dtype=np.int64)
-                       for k in ("claimed", "held", "offset", "queue", "reserved")],
-        }
-        if self._tracker is not None:  # already bound: rebuild (elastic if the topology differs)
-            self._tracker = self._new_tracker()
-            claims = self._tracker.walker.claims
-            self._channel.allocate_start(claims.held.shape[0], claims.queue.shape[2])
-        attached = state.get("attached", [])
-        if len(attached) != len(self._attached):
-            raise ValueError(f"checkpoint has {len(attached)} attached states, this stream has "
-                             f"{len(self._attached)} attached objects; attach the same controllers "
-                             f"before loading")
-        for obj, sub in zip(self._attached, attached):
-            obj.load_state_dict(sub)
+        """Continue exactly where ``state`` was taken (elastic if the topology differs).
+
+        The checkpoint must describe this corpus (names, sizes, fingerprints) and be internally
+        consistent: its claim counters must equal the samples its mixture assigns up to its
+        position — a rewound or edited counter is an error, not duplicated data.
+        """
+        with self._lock:
+            self._load(state)
         if self._tracker is not None:
             self._begin_iteration()
 
+    def _load(self, state: Mapping[str, Any]) -> None:
+        version = state.get("version") if isinstance(state, Mapping) else None
+        if version != STATE_VERSION:
+            raise ValueError(f"unsupported MixStream state version {version!r} (this mixstream "
+                             f"writes version {STATE_VERSION})")
+        self._check_corpus(require(state, "domains", list))
+        expect = {"seed": self.seed, "mix_block": self.mix_block, "windows": list(self.windows),
+                  "shuffle": self.shuffle, "on_exhausted": self.on_exhausted}
+        for key, value in expect.items():
+            if state.get(key) != value:
+                raise ValueError(f"checkpoint has {key}={state.get(key)!r} but this stream has "
+                                 f"{value!r}; create the stream with the same settings")
+        d = len(self.domains)
+        bsz = require(state, "batch_size", int)
+        nw = require(state, "num_workers", int)
+        world = require(state, "world_size", int)
+        consumed = require(state, "consumed_batches", int)
+        if bsz < 1 or nw < 0 or world < 1 or consumed < 0:
+            raise ValueError(f"MixStream checkpoint has batch_size={bsz}, num_workers={nw}, "
+                             f"world_size={world}, consumed_batches={consumed}")
+        log = _load_log(require(state, "weight_log", list), d)
+        mix = _load_mix(require(state, "mix", dict), d)
+        old = Topology(bsz, world, nw)
+        raw = require(state, "claims", dict)
+        q = max(1, int(np.asarray(raw.get("queue", [])).size) // max(1, old.num_slots * d * 3))
+        shapes = layout_shapes(d, old.num_slots, q)
+        arrays = {k: int_array(raw.get(k), shape, f"claims.{k}") for k, shape in shapes.items()}
+        claims = ClaimBook(self._plan.geometry, old.num_slots, arrays)
+        self._check_consistent(claims, mix, log, old, consumed)
+        attached = require(state, "attached", dict)
+        if set(attached) != set(self._attached):
+            raise ValueError(f"checkpoint has attached states {sorted(attached)}, this stream has "
+                             f"{sorted(self._attached)}; attach the same controllers (same names) "
+                             f"before loading")
+        if self._plan.channel.frozen and self._tracker is not None and old.num_slots != \
+                self._topology().num_slots:
+            raise RuntimeError("cannot load a checkpoint of another topology into a stream whose "
+                               "persistent DataLoader workers are running; create a new MixLoader")
+        self._log = log
+        self._consumed, self._trained = consumed, None
+        self._digest = hashlib.sha256(str(state.get("weight_digest", "")).encode())
+        self._resume = {"batch_size": bsz, "num_workers": nw, "world_size": world, "mix": mix,
+                        "claims": claims}
+        if self._tracker is not None:  # already bound: rebuild (elastic if the topology differs)
+            self._tracker = self._new_tracker()
+        for key, obj in self._attached.items():
+            obj.load_state_dict(attached[key])
+
+    def _check_corpus(self, domains: list) -> None:
+        mine = [[d.name, d.num_samples] for d in self._domains]
+        theirs = [list(x)[:2] if isinstance(x, (list, tuple)) else x for x in domains]
+        if theirs != mine:
+            raise ValueError(f"checkpoint domains {theirs} do not match this stream's {mine} "
+                             f"(names and sample counts must be equal)")
+        for dom, entry in zip(self._domains, domains):
+            fp = entry[2] if len(entry) > 2 else None
+            now = _fingerprint(dom)
+            if fp is not None and now is not None and fp != now:
+                raise ValueError(f"domain {dom.name!r}: the checkpoint was taken on other data "
+                                 f"(corpus fingerprint {fp} != {now}); its shards changed")
+
+    def _check_consistent(self, claims: ClaimBook, mix: MixCheckpoint, log: WeightLog,
+                          topo: Topology, consumed: int) -> None:
+        pos = consumed * topo.world_size * topo.batch_size
+        if mix.chunk_start > pos:
+            raise ValueError(f"MixStream checkpoint is inconsistent: mixture at sample "
+                             f"{mix.chunk_start} but position {pos}")
+        probe = PositionTracker(seed=self.seed, block=self.mix_block, topology=topo,
+                                claims=ClaimBook(claims.geometry, claims.num_slots),
+                                mix=mix, pending=[(e.from_sample, e.weights) for e in log.entries
+                                                  if e.from_sample > mix.chunk_start],
+                                batch=consumed)
+        realised = probe.realised_counts()
+        served = claims.served()
+        if not np.array_equal(realised, served):
+            raise ValueError(f"MixStream checkpoint is inconsistent: at batch {consumed} the mixture "
+                             f"assigns {realised.tolist()} samples per domain but the claim book "
+                             f"served {served.tolist()}; the checkpoint was edited or its counters "
+                             f"rewound (loading it would repeat or skip data)")
+
     def progress(self) -> dict[str, dict[str, Any]]:
-        """Per domain: global samples consumed and epochs of the domain handed out so far."""
-        if self._tracker is None:
-            return {}
-        self._tracker.advance_to(self._consumed)
-        realised = self._tracker.realised_counts()
-        claims = self._tracker.walker.claims
-        out = {}
-        for i, dom in enumerate(self._domains):
-            claimed = int(claims.claimed[i])
-            out[dom.name] = {"samples": int(realised[i]),
-                             "epochs": int(realised[i]) / dom.num_samples,
-                             "epoch": claims.geometry[i].epoch_of(max(0, claimed - 1)),
-                             "windows_claimed": claimed}
-        return out
+        """Per domain: global samples consumed and epochs of the domain completed so far."""
+        with self._lock:
+            if self._tracker is None:
+                return {}
+            self._tracker.advance_to(self.trained_batches)
+            realised = self._tracker.realised_counts()
+            out = {}
+            for i, dom in enumerate(self._domains):
+                n = int(realised[i])
+                out[dom.name] = {"samples": n, "epochs": n / dom.num_samples,
+                                 "epoch": n // dom.num_samples}
+            return out
 
     # -- iteration (runs in each DataLoader worker, or in the main process) ------------------
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
+        if self._driven_by_loader and not self._loader_iterating:
+            raise RuntimeError(
+                "this MixStream is driven by a MixLoader but is being iterated by another "
+                "DataLoader (e.g. accelerate's skip_first_batches or a Trainer building its own "
+                "loader): that loader would re-batch or skip data behind the stream's back. "
+                "Iterate the MixLoader itself; to resume, load_state_dict() instead of skipping "
+                "batches (mixstream.integrations do this for HF Trainer and Lightning)")
+        plan = self._plan
         if info is None:
-            if self._tracker is None:
-                if self.batch_size is None:
-                    raise ValueError("MixStream needs a batch size: use MixLoader, pass "
-                                     "batch_size=, or call stream.bind_loader(loader)")
-                self.bind(self.batch_size, 0, batched=self.batched)
+            if getattr(self, "_in_worker_copy", False):
+                raise RuntimeError("a pickled MixStream copy cannot be iterated outside a worker")
+            if self._tracker is None:  # no loader: yield samples, as every dataset does
+                self.bind(self.batch_size or UNBOUND_BATCH, 0, batched=False)
             else:
                 self._begin_iteration()
             worker, num = 0, 1
@@ -427,93 +657,67 @@ class MixStream(IterableDataset):
         if num != max(1, self.num_workers or 0):
             raise RuntimeError(f"MixStream bound to num_workers={self.num_workers} iterated in the "
                                f"main process; use a DataLoader with num_workers={self.num_workers}")
-        return self._generate(worker, num)
-
-    def _generate(self, worker: int, num: int) -> Iterator[dict]:
-        assert self.batch_size is not None
-        topo = self._topology()
-        bsz = self.batch_size
-        start, mix, book, next_entry = self._channel.read_start()
-        claims = self._claim_book(topo.num_slots, *book)
-        walker = Walker(seed=self.seed, block=self.mix_block, topology=topo, claims=claims,
-                        mix=mix, pending=[], next_batch=start * topo.world_size)
-        executor = ThreadPoolExecutor(1, thread_name_prefix="mixstream") if self.prefetch else None
-        readers: dict[int, DomainReader] = {}
-        t = start + worker
-        weights = None
-        schema = self.schema if self.batched else self._union_schema
-        uniform = self.batched  # batched mode checked that every domain has these columns
-        try:
-            while True:
-                entries, next_entry = self._channel.read(next_entry)
-                for f, w in entries:
-                    walker.cursor.add_entry(f, w)
-                g = topo.global_batch(self.rank, t)
-                dom, served = walker.own(g)
-                try:
-                    pieces = self._pieces(dom, served, readers, executor, claims,
-                                          int(topo.slot_of(g)))
-                except DomainExhausted:
-                    return
-                a = g * bsz
-                batch = assemble(schema, bsz, pieces, dom, np.arange(a, a + bsz), uniform)
-                if walker.cursor.weights is not weights:  # a change: drop switched-off domains
-                    weights = walker.cursor.weights
-                    for i, reader in readers.items():
-                        if weights[i] == 0:
-                            reader.release()
-                if self.batched:
-                    yield batch
-                else:
-                    yield from split_samples(batch, bsz)
-                t += num
-        finally:
-            try:
-                for reader in readers.values():
-                    reader.release()
-                if executor is not None:
-                    executor.shutdown(wait=False, cancel_futures=True)
-            except Exception:  # noqa: BLE001 - at interpreter exit, module globals are gone
-                pass
-
-    def _pieces(self, dom: np.ndarray, claims: list, readers: dict[int, DomainReader],
-                executor: ThreadPoolExecutor | None, book: ClaimBook, slot: int) -> Pieces:
-        order = np.argsort(dom, kind="stable")
-        pieces: Pieces = []
-        start = 0
-        for i, parts in claims:
-            n = sum(k for _, _, k in parts)
-            reader = readers.get(i)
-            if reader is None:
-                reader = DomainReader(self._domains[i], i, seed=self.seed,
-                                      geometry=book.geometry[i],
-                                      shuffle=self.shuffle,
-                                      epochs=1 if self.on_exhausted == "stop" else None,
-                                      executor=executor)
-                readers[i] = reader
-            before = reader.window_index
-            pieces.append((order[start : start + n], reader.take(parts)))
-            if reader.window_index != before:  # started a window: decode the reserved next one
-                reader.prefetch(book.upcoming(slot, i))
-            start += n
-        return pieces
+        return produce(plan, worker, num)
 
     def __repr__(self) -> str:
         w = ", ".join(f"{k}: {v:.3g}" for k, v in self.weights.items())
         return f"MixStream({len(self.domains)} domains, weights {{{w}}}, seed={self.seed})"
 
 
-def _topology(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None or world_size is None:
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            rank = dist.get_rank() if rank is None else rank
-            world_size = dist.get_world_size() if world_size is None else world_size
-        rank = 0 if rank is None else rank
-        world_size = 1 if world_size is None else world_size
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"invalid rank {rank} for world_size {world_size}")
-    return int(rank), int(world_size)
+def _fingerprint(dom: Domain) -> str | None:
+    fn = getattr(dom, "fingerprint", None)
+    return None if fn is None else str(fn())
+
+
+def _load_log(items: list, d: int) -> WeightLog:
+    if not items:
+        raise ValueError("MixStream checkpoint 'weight_log' is empty")
+    entries = []
+    last = -1
+    for i, item in enumerate(items):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"MixStream checkpoint weight_log[{i}] is not [from_sample, weights]")
+        f = item[0]
+        if isinstance(f, bool) or not isinstance(f, int) or f < last:
+            raise ValueError(f"MixStream checkpoint weight_log[{i}] starts at {f!r}; entries must "
+                             f"be non-decreasing integers")
+        w = float_list(item[1], d, f"weight_log[{i}]")
+        if (w < 0).any() or not w.sum() > 0:
+            raise ValueError(f"MixStream checkpoint weight_log[{i}] has invalid weights")
+        entries.append(LogEntry(int(f), w))
+        last = f
+    log = WeightLog(entries[0].weights)
+    log.entries = entries
+    return log
+
+
+def _load_mix(raw: dict, d: int) -> MixCheckpoint:
+    try:
+        mix = MixCheckpoint.from_json(raw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"MixStream checkpoint 'mix' is malformed: {e}") from None
+    for key in ("counts", "entry_weights", "entry_targets", "entry_base"):
+        value = getattr(mix, key)
+        if value.shape != (d,) or not np.isfinite(value).all():
+            raise ValueError(f"MixStream checkpoint mix.{key} must be {d} finite numbers")
+    if mix.chunk_start < 0 or (mix.counts < 0).any() or int(mix.counts.sum()) != mix.chunk_start:
+        raise ValueError("MixStream checkpoint 'mix' is inconsistent: its counts do not add up to "
+                         "its chunk start")
+    return mix
+
+
+def _check_ranks_agree(digest: str, batch: int) -> None:
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    mine = (digest, batch)
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    if any(x != everyone[0] for x in everyone):
+        raise RuntimeError(
+            f"ranks disagree on the stream's weight log or position ({everyone}); every rank must "
+            f"make the same set_weights calls at the same steps (controllers all-reduce their "
+            f"feedback for this) — a change on one rank only makes ranks repeat samples")
 
 
 def _bytes_per_sample(dom: Domain) -> float:
@@ -529,4 +733,3 @@ def _bytes_per_sample(dom: Domain) -> float:
 
 def _fmt(schema: Schema) -> str:
     return json.dumps({k: v.describe() for k, v in schema.items()})
-

@@ -2,7 +2,7 @@
 
 It walks the plan (domain ids and window claims only, no data) up to the trainer's position, so
 checkpoints and iteration restarts never replay data: the resume state is the weight log, the
-mixture cursor and the window claims (per domain, and per reader slot and domain).
+mixture cursor and the claim book (per domain, and per reader slot and domain).
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ class PositionTracker:
 
     def advance_to(self, batch: int) -> None:
         """Walk to the start of round ``batch`` (every rank has consumed ``batch`` batches)."""
+        if batch < self.batch:
+            raise ValueError(f"the stream position cannot go back from batch {self.batch} to "
+                             f"{batch}; load a checkpoint instead")
         if batch > self.batch:
             self.walker.skip_to(batch * self.topo.world_size)
             self.batch = batch
 
     def realised_counts(self) -> np.ndarray:
         """Global per-domain sample counts before the current round (all ranks)."""
-        t = self.topo
-        return self.walker.cursor.counts_at(self.batch * t.world_size * t.batch_size)
+        return self.walker.seen.copy()

@@ -29,7 +29,7 @@ def collect(loader, n):
 def test_batches_are_tagged_and_typed(corpus):
     stream = MixStream(corpus["native"], weights=W, seed=1)
     batch = next(iter(MixLoader(stream, batch_size=32)))
-    assert batch["input_ids"].shape == (32, 16) and batch["input_ids"].dtype == torch.uint16
+    assert batch["input_ids"].shape == (32, 16) and batch["input_ids"].dtype == torch.int64
     assert batch["domain"].dtype == torch.int64 and batch["domain"].shape == (32,)
     assert (domain_of(batch["id"].numpy()) == batch["domain"].numpy()).all()
     assert batch["index"].tolist() == list(range(32))

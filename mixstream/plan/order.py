@@ -65,6 +65,7 @@ class WindowGeometry:
         mean = float(self.unit_size.mean()) if self.num_units else 1.0
         self.units_per_window = max(1, int(round(window / max(mean, 1.0))))
         self.per_epoch = -(-self.num_units // self.units_per_window)
+        self.epoch_size = int(sizes.sum())
         self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()  # readers decode windows in a background thread
 
@@ -107,6 +108,11 @@ class WindowGeometry:
         epoch, a, b = self._range(window)
         csum = self._epoch(epoch)[1]
         return int(csum[b] - csum[a])
+
+    def served_before(self, window: int) -> int:
+        """Samples in all windows before ``window`` (earlier epochs included)."""
+        epoch, a, _ = self._range(window)
+        return epoch * self.epoch_size + int(self._epoch(epoch)[1][a])
 
     def spans(self, window: int) -> list[BlockSpan]:
         epoch, a, b = self._range(window)

@@ -1,0 +1,156 @@
+"""The reader side of a MixStream: what DataLoader workers receive, and the loop they run.
+
+A worker gets a :class:`ReaderPlan` and nothing else: the sources, the plan settings, the
+session's topology and the weight channel's shared-memory handles. Nothing the trainer attached
+to the stream (controllers, loggers, a model) travels to workers — under spawn and forkserver
+(Python 3.14's default on Linux) everything a worker gets is pickled, and an attached closure
+or model used to make every worker fail or carry the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .batching import Pieces, assemble, split_samples
+from .channel import WeightChannel
+from .plan.claims import ClaimBook
+from .plan.order import WindowGeometry
+from .reservoir import DomainExhausted, DomainReader
+from .sources.base import Schema
+from .sources.resolve import Domain
+from .walker import StreamEnd, Topology, Walker
+
+
+@dataclass
+class ReaderPlan:
+    """Everything a reader needs to produce its batches (the worker payload)."""
+
+    domains: list[Domain]
+    schema: Schema  # batched mode: columns every domain has
+    union_schema: Schema  # per-sample mode: every domain's columns
+    windows: list[int]
+    seed: int
+    shuffle: bool
+    mix_block: int
+    on_exhausted: str
+    prefetch: bool
+    token_dtype: str | None
+    channel: WeightChannel
+    batch_size: int = 0
+    num_workers: int = 0
+    rank: int = 0
+    world_size: int = 1
+    batched: bool = True
+    _geometry: list[WindowGeometry] | None = field(default=None, repr=False)
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.batch_size, self.world_size, self.num_workers)
+
+    @property
+    def geometry(self) -> list[WindowGeometry]:
+        if self._geometry is None:
+            self._geometry = [
+                WindowGeometry(d.block_sizes, w, seed=self.seed, domain=i, shuffle=self.shuffle)
+                for i, (d, w) in enumerate(zip(self.domains, self.windows))]
+        return self._geometry
+
+    @property
+    def limit(self) -> np.ndarray | None:
+        """``stop`` mode: no domain beyond its first epoch."""
+        if self.on_exhausted != "stop":
+            return None
+        return np.array([d.num_samples for d in self.domains], np.int64)
+
+
+def produce(plan: ReaderPlan, worker: int, num: int) -> Iterator[dict]:
+    """Batches (or samples) of reader ``worker`` of ``num``: this rank's batches
+    ``t ≡ start + worker (mod num)`` from the start checkpoint in the channel."""
+    topo = plan.topology
+    bsz = plan.batch_size
+    channel = plan.channel
+    start, mix, arrays = channel.read_start()
+    claims = ClaimBook(plan.geometry, topo.num_slots, arrays)
+    walker = Walker(seed=plan.seed, block=plan.mix_block, topology=topo, claims=claims, mix=mix,
+                    pending=[], next_batch=start * topo.world_size, limit=plan.limit)
+    seen: dict[int, np.ndarray] = {mix.entry_from: mix.entry_weights}
+    version = -1
+    executor = ThreadPoolExecutor(1, thread_name_prefix="mixstream") if plan.prefetch else None
+    readers: dict[int, DomainReader] = {}
+    t = start + worker
+    weights = None
+    schema = plan.schema if plan.batched else plan.union_schema
+    try:
+        while True:
+            tail, version = channel.read_tail(version)
+            if tail is not None:
+                _take_entries(walker, tail, seen)
+            g = topo.global_batch(plan.rank, t)
+            try:
+                dom, served = walker.own(g)
+                pieces = _pieces(plan, dom, served, readers, executor, claims,
+                                 int(topo.slot_of(g)))
+            except (StreamEnd, DomainExhausted):
+                return
+            a = g * bsz
+            batch = assemble(schema, bsz, pieces, dom, np.arange(a, a + bsz), plan.batched,
+                             plan.token_dtype)
+            if walker.cursor.weights is not weights:  # a change: drop switched-off domains
+                weights = walker.cursor.weights
+                for i, reader in readers.items():
+                    if weights[i] == 0:
+                        reader.release()
+            if plan.batched:
+                yield batch
+            else:
+                yield from split_samples(batch, bsz)
+            t += num
+    finally:
+        try:
+            for reader in readers.values():
+                reader.release()
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+        except Exception:  # noqa: BLE001 - at interpreter exit, module globals are gone
+            pass
+
+
+def _take_entries(walker: Walker, tail: list[tuple[int, np.ndarray]],
+                  seen: dict[int, np.ndarray]) -> None:
+    """Add the tail's entries this reader has not taken yet (the tail is rewritten whole)."""
+    for f, w in tail:
+        known = seen.get(f)
+        if known is not None and np.array_equal(known, w):
+            continue
+        walker.cursor.add_entry(f, w)  # LateWeightChangeError if f is behind what was produced
+        seen[f] = w
+    if tail:
+        first = tail[0][0]
+        for f in [f for f in seen if f < first]:
+            del seen[f]
+
+
+def _pieces(plan: ReaderPlan, dom: np.ndarray, claims: list, readers: dict[int, DomainReader],
+            executor: ThreadPoolExecutor | None, book: ClaimBook, slot: int) -> Pieces:
+    order = np.argsort(dom, kind="stable")
+    pieces: Pieces = []
+    start = 0
+    for i, parts in claims:
+        n = sum(k for _, _, k in parts)
+        reader = readers.get(i)
+        if reader is None:
+            reader = DomainReader(plan.domains[i], i, seed=plan.seed, geometry=book.geometry[i],
+                                  shuffle=plan.shuffle,
+                                  epochs=1 if plan.on_exhausted == "stop" else None,
+                                  executor=executor)
+            readers[i] = reader
+        before = reader.window_index
+        pieces.append((order[start : start + n], reader.take(parts)))
+        if reader.window_index != before:  # started a window: decode the reserved next one
+            reader.prefetch(book.upcoming(slot, i))
+        start += n
+    return pieces
