@@ -5,6 +5,8 @@ Examples::
     mixstream-shard convert --domain web='data/web/*.jsonl.zst' --domain code=data/code.parquet \\
         --output shards/ --tokenizer tok/tokenizer.json --seq-len 2048 --workers 8
     mixstream-shard convert data/*.jsonl.gz --domain-field source --output shards/
+    mixstream-shard convert --domain sft=chat.jsonl --messages-field messages \\
+        --tokenizer tok/ --seq-len 2048 --output shards/       # input_ids, loss_mask, document_ids
     mixstream-shard index spark_out/web --token-column input_ids
     mixstream-shard inspect shards/
     mixstream-shard verify shards/
@@ -54,8 +56,30 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    "between documents); without it: one token sequence per document")
     t.add_argument("--eos-token", help="EOS token (default: from the tokenizer)")
     t.add_argument("--no-eos", action="store_true",
-                   help="no EOS after each document (unpacked output only)")
+                   help="no EOS after each document (unpacked plain text, or prompt/response "
+                   "records)")
     t.add_argument("--token-column", default="input_ids", help="default: input_ids")
+    t.add_argument("--document-ids", action="store_true",
+                   help="packed plain text: also write a document_ids column (0, 1, 2 … per "
+                   "row, changing at each document start) so attention can be masked per "
+                   "document; instruction data always gets it when packed")
+    i = p.add_argument_group(
+        "instruction data",
+        "Records with a prompt and a response, or chat messages, become input_ids plus a "
+        "loss_mask column (1 on response / assistant tokens, 0 on the prompt); packed rows "
+        "(--seq-len) also get document_ids. Prompt/response: the two are concatenated (or, "
+        "with --chat-template, rendered as a user and an assistant turn), then EOS (trained "
+        "on) unless --no-eos. Chat: rendered with the chat template; each assistant turn, "
+        "with the template's end-of-turn text, is trained on; no EOS is added. "
+        "mixstream.losses.per_sequence_loss honours both columns.")
+    i.add_argument("--prompt-field", help="field holding the prompt (with --response-field)")
+    i.add_argument("--response-field", help="field holding the response")
+    i.add_argument("--messages-field", help="field holding chat messages "
+                   "([{\"role\": …, \"content\": …}, …])")
+    i.add_argument("--chat-template", metavar="PATH",
+                   help="a tokenizer folder (tokenizer_config.json's chat_template or "
+                   "chat_template.jinja), a tokenizer_config.json or a .jinja file; default "
+                   "for --messages-field: the --tokenizer folder. Local files only")
     o = p.add_argument_group("output layout")
     o.add_argument("--format", default="parquet", choices=("parquet", "arrow", "mds"),
                    help="shard format (mds needs mosaicml-streaming)")
@@ -93,7 +117,9 @@ def cmd_convert(a: argparse.Namespace) -> int:
         compression=None if a.compression == "none" else a.compression,
         block_bytes=int(a.block_mb * (1 << 20)) or None, workers=a.workers,
         chunk_bytes=int(a.chunk_mb * (1 << 20)), sample_by=a.txt_sample_by,
-        skip_bad=a.skip_bad, progress=a.progress)
+        skip_bad=a.skip_bad, progress=a.progress, prompt_field=a.prompt_field,
+        response_field=a.response_field, messages_field=a.messages_field,
+        chat_template=a.chat_template, document_ids=a.document_ids)
     if a.inputs and a.domain:
         raise ShardError("give inputs either as --domain NAME=PATH or as paths with "
                          "--domain-field, not both")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..sources.arrow import schema_from_arrow
 from ..sources.base import ColumnSpec
 from .errors import ShardError
 from .inputs import WorkUnit
@@ -27,18 +28,29 @@ class _Tail:
     directory: str | None = None  # mds
     rows: int = 0
     dropped: int = 0
+    schema: dict[str, Any] = field(default_factory=dict)
 
 
 def _tail(domain_dir: str, parts: list[DomainPart], s: ConvertSettings, dtype: np.dtype) -> _Tail:
     """Pack the units' leftover tokens, in unit order, into the domain's last shards."""
-    leftovers = [np.asarray(p.remainder, dtype=dtype) for p in parts if p.remainder]
-    if not s.seq_len or not leftovers:
+    parts = [p for p in parts if p.remainder]
+    if not s.seq_len or not parts:
         return _Tail()
-    rows, rest = pack(np.empty(0, dtype), np.concatenate(leftovers), s.seq_len)
+    rows, rest = pack(np.empty(0, dtype), np.concatenate(
+        [np.asarray(p.remainder, dtype=dtype) for p in parts]), s.seq_len)
     tail = _Tail(rows=len(rows), dropped=len(rest))
     if not len(rows):
         return tail
-    table = packed_table(rows, s.token_column)
+
+    def rows_of(lists: list[list[int]]) -> np.ndarray:
+        return pack(np.empty(0, np.uint8), np.asarray(
+            [x for xs in lists for x in xs], dtype=np.uint8), s.seq_len or 1)[0]
+
+    mask_rows = rows_of([p.remainder_mask for p in parts]) if s.instruct else None
+    start_rows = (rows_of([p.remainder_starts for p in parts])
+                  if s.instruct or s.document_ids else None)
+    table = packed_table(rows, s.token_column, mask_rows, start_rows)
+    tail.schema = {k: asdict(v) for k, v in schema_from_arrow(table.schema).items()}
     if s.output_format == "mds":
         from .mds import MDSSink
 
@@ -91,7 +103,7 @@ def assemble_domain(domain: str, parts: list[tuple[WorkUnit, DomainPart]], s: Co
     if any(p.schema for _, p in parts):
         schema = next(p.schema for _, p in parts if p.schema)
     else:  # every unit was shorter than seq_len: only the tail has rows
-        schema = {s.token_column: asdict(ColumnSpec("fixed", dtype.name, s.seq_len))}
+        schema = tail.schema
     manifest = Manifest(domain=domain, shard_format=s.output_format,
                         schema={k: ColumnSpec(**v) for k, v in schema.items()}, shards=shards,
                         token_column=s.token_column if info else None, stats=stats,

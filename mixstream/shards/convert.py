@@ -24,8 +24,10 @@ from typing import Any
 import pyarrow as pa
 
 from .assemble import assemble_domain
+from .chat import ChatTemplate, load_chat_template
 from .errors import InputError, ShardError
 from .inputs import InputFile, WorkUnit, plan_units, resolve
+from .instruct import DOCUMENT_IDS, LOSS_MASK
 from .manifest import Manifest, save_manifest
 from .pool import run_units
 from .progress import Progress
@@ -33,7 +35,7 @@ from .readers import ReadOptions
 from .schemas import group_schema
 from .shardfile import is_temp
 from .tokenize import TokenizerInfo, cached_tokenizer
-from .unit import ConvertSettings, UnitResult, check_token_column
+from .unit import ConvertSettings, UnitResult, check_token_column, eos_after_documents
 from .validate import DOMAIN_NAME, BadRecords
 from .writer import ShardLayout
 
@@ -67,6 +69,11 @@ class ConvertOptions:
     sample_by: str = "document"
     skip_bad: bool = False
     progress: str = "auto"
+    prompt_field: str | None = None  # instruction data: prompt/response records …
+    response_field: str | None = None
+    messages_field: str | None = None  # … or chat messages (needs a chat template)
+    chat_template: str | None = None  # folder / tokenizer_config.json / .jinja; default: tokenizer's
+    document_ids: bool = False  # packed plain text: also write document_ids
 
 
 @dataclass
@@ -111,6 +118,19 @@ def _check(o: ConvertOptions) -> TokenizerInfo | None:
         raise ShardError(f"--workers must be >= 1, got {o.workers}")
     if o.seq_len is not None and (o.tokenizer is None or o.seq_len < 2):
         raise ShardError("--seq-len needs --tokenizer and a length >= 2")
+    if bool(o.prompt_field) != bool(o.response_field):
+        raise ShardError("--prompt-field and --response-field go together")
+    if o.messages_field and o.prompt_field:
+        raise ShardError("give either --messages-field or --prompt-field/--response-field")
+    instruct = bool(o.messages_field or o.prompt_field)
+    if instruct and o.tokenizer is None:
+        raise ShardError("instruction data (--prompt-field/--response-field, --messages-field) "
+                         "needs --tokenizer: the loss mask is per token")
+    if o.chat_template and not instruct:
+        raise ShardError("--chat-template needs --messages-field or --prompt-field/"
+                         "--response-field")
+    if o.document_ids and not o.seq_len:
+        raise ShardError("--document-ids needs --seq-len (unpacked rows hold one document)")
     if o.tokenizer is None:
         return None
     _, info = cached_tokenizer(o.tokenizer, o.eos_token)
@@ -120,13 +140,27 @@ def _check(o: ConvertOptions) -> TokenizerInfo | None:
     return info
 
 
-def _fingerprint(o: ConvertOptions, units: list[WorkUnit], info: TokenizerInfo | None) -> str:
+def _chat_template(o: ConvertOptions) -> ChatTemplate | None:
+    """The template for chat records (default: the tokenizer's folder), or for prompt/response
+    records when --chat-template is given."""
+    if o.messages_field and not o.chat_template:
+        assert o.tokenizer is not None
+        folder = o.tokenizer if os.path.isdir(o.tokenizer) else os.path.dirname(o.tokenizer)
+        return load_chat_template(folder or ".", o.tokenizer)
+    if o.chat_template:
+        return load_chat_template(o.chat_template, o.tokenizer)
+    return None
+
+
+def _fingerprint(o: ConvertOptions, units: list[WorkUnit], info: TokenizerInfo | None,
+                 template: ChatTemplate | None = None) -> str:
     opts = asdict(o)
     for k in ("workers", "progress", "output"):
         opts.pop(k)
     files = sorted({(p.file.path, p.file.size, p.file.mtime_ns) for u in units for p in u.pieces})
     blob = json.dumps({"options": opts, "files": files, "units": len(units),
                        "tokenizer": info.sha256 if info else None,
+                       "chat_template": template.sha256 if template else None,
                        "pyarrow": pa.__version__}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -193,7 +227,15 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
         shown = ", ".join(ignored[:5]) + (f" … (+{len(ignored) - 5})" if len(ignored) > 5 else "")
         say(f"mixstream-shard: ignoring {len(ignored)} file(s) with unsupported names: {shown}")
     read = ReadOptions(o.read_bytes, o.sample_by, o.text_field)
-    schemas = [group_schema(files, read, o.text_field, o.domain_field, o.drop)
+    template = _chat_template(o)
+    content: tuple[tuple[str, str], ...]
+    if o.messages_field:
+        content = ((o.messages_field, "--messages-field"),)
+    elif o.prompt_field and o.response_field:
+        content = ((o.prompt_field, "--prompt-field"), (o.response_field, "--response-field"))
+    else:
+        content = ((o.text_field, "--text-field"),)
+    schemas = [group_schema(files, read, content, o.domain_field, o.drop)
                for _, files in groups]
     units = plan_units(groups, o.chunk_bytes)
     layout = ShardLayout("parquet" if o.output_format == "mds" else o.output_format,
@@ -205,9 +247,11 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
         output_format=o.output_format, text_field=o.text_field, domain_field=o.domain_field,
         drop=o.drop, keep_text=o.keep_text, tokenizer=o.tokenizer, eos_token=o.eos_token,
         seq_len=o.seq_len, append_eos=o.append_eos, token_column=o.token_column,
-        skip_bad=o.skip_bad, read=read)
+        skip_bad=o.skip_bad, read=read, prompt_field=o.prompt_field,
+        response_field=o.response_field, messages_field=o.messages_field,
+        chat_template=template, document_ids=o.document_ids)
     check_token_column(s)
-    state = _prepare_output(o, _fingerprint(o, units, info))
+    state = _prepare_output(o, _fingerprint(o, units, info, template))
 
     results: dict[int, UnitResult] = {}
     for u in units:
@@ -245,7 +289,7 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
     manifests = {}
     for d in domains:
         parts = [(u, results[u.index].parts[d]) for u in units if d in results[u.index].parts]
-        report.stats[d], m = assemble_domain(d, parts, s, info, _extra(o, info, groups, d))
+        report.stats[d], m = assemble_domain(d, parts, s, info, _extra(o, s, info, groups, d))
         if m is not None:
             manifests[d] = m
     for d, m in manifests.items():  # manifests last: a directory with one is complete
@@ -258,13 +302,16 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
     return report
 
 
-def _extra(o: ConvertOptions, info: TokenizerInfo | None,
+def _extra(o: ConvertOptions, s: ConvertSettings, info: TokenizerInfo | None,
            groups: list[tuple[str | None, list[InputFile]]], domain: str) -> dict[str, Any]:
     """What the manifest's ``extra`` records about how ``domain`` was made."""
     files = [f for name, fs in groups if name in (None, domain) for f in fs]
     extra: dict[str, Any] = {
         "created_by": "mixstream-shard convert",
         "text_field": o.text_field,
+        "record_format": ("chat" if s.messages_field else "prompt/response" if s.instruct
+                          else "text"),
+        "content_fields": list(s.content),
         "inputs": [spec for name, spec in o.domains if name == domain] or list(o.inputs),
         "input_files": len(files),
     }
@@ -275,5 +322,10 @@ def _extra(o: ConvertOptions, info: TokenizerInfo | None,
         extra["packing"] = "fixed" if o.seq_len else "document"
         extra["seq_len"] = o.seq_len
         extra["eos_id"] = info.eos_id
-        extra["eos_appended"] = bool(info.eos_id is not None and (o.seq_len or o.append_eos))
+        extra["eos_appended"] = bool(info.eos_id is not None and eos_after_documents(s))
+        extra["loss_mask"] = LOSS_MASK if s.instruct else None
+        extra["document_ids"] = (DOCUMENT_IDS if o.seq_len and (s.instruct or s.document_ids)
+                                 else None)
+    if s.chat_template is not None:
+        extra["chat_template"] = s.chat_template.to_json()
     return extra

@@ -36,12 +36,13 @@ def _normalise(field: pa.Field) -> pa.Field:
     return field
 
 
-def group_schema(files: list[InputFile], opts: ReadOptions, text_field: str,
-                 domain_field: str | None, drop: tuple[str, ...]) -> tuple[pa.Schema, str]:
+def group_schema(files: list[InputFile], opts: ReadOptions,
+                 content: tuple[tuple[str, str], ...], domain_field: str | None,
+                 drop: tuple[str, ...]) -> tuple[pa.Schema, str]:
     """``(schema, origin)``: the fields of the group's first non-empty file, minus ``drop``.
 
-    Fields that are all null in the sample are read as strings; the text (and domain)
-    field must be present.
+    Fields that are all null in the sample are read as strings; the ``content`` fields
+    (``(name, the flag that chooses it)``) and the domain field must be present.
     """
     tolerant = BadRecords(skip=True)  # bad lines are reported by the real pass, not here
     for f in files:
@@ -51,7 +52,7 @@ def group_schema(files: list[InputFile], opts: ReadOptions, text_field: str,
         fields = [_normalise(x) for x in schema
                   if x.name not in drop or x.name == domain_field]
         names = [x.name for x in fields]
-        for need, flag in ((text_field, "--text-field"), (domain_field, "--domain-field")):
+        for need, flag in (*content, (domain_field, "--domain-field")):
             if need is not None and need not in names:
                 raise InputError(f.path, f"no field {need!r} in the first records (fields: "
                                  f"{', '.join(schema.names)})", f"choose the field with {flag}")

@@ -18,9 +18,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..sources.arrow import schema_from_arrow
+from .chat import ChatTemplate
 from .errors import SKIP_HINT, InputError, RecordError, ShardError
 from .inputs import WorkUnit
-from .pack import append_eos, pack, packed_table
+from .instruct import (
+    DOCUMENT_IDS,
+    HIDDEN,
+    LOSS_MASK,
+    SPANS,
+    TEXT,
+    content_fields,
+    encode_masked,
+    prepare_chat,
+    prepare_pairs,
+)
+from .pack import append_each, append_eos, document_starts, pack, packed_table
 from .readers import ReadOptions, read_piece
 from .tables import ragged_array
 from .tokenize import TokenizerInfo, cached_tokenizer, encode
@@ -50,6 +62,21 @@ class ConvertSettings:
     token_column: str = "input_ids"
     skip_bad: bool = False
     read: ReadOptions = field(default_factory=ReadOptions)
+    prompt_field: str | None = None  # instruction data: prompt/response records …
+    response_field: str | None = None
+    messages_field: str | None = None  # … or chat messages, rendered with chat_template
+    chat_template: ChatTemplate | None = None
+    document_ids: bool = False  # packed plain text: also write document_ids
+
+    @property
+    def instruct(self) -> bool:
+        return bool(self.messages_field or self.prompt_field)
+
+    @property
+    def content(self) -> tuple[str, ...]:
+        """The fields holding each record's content."""
+        return content_fields(self.prompt_field, self.response_field, self.messages_field,
+                              self.text_field)
 
 
 @dataclass
@@ -63,6 +90,8 @@ class DomainPart:
     text_bytes: int = 0
     tokens: int = 0  # tokens produced, including ``remainder``
     remainder: list[int] = field(default_factory=list)
+    remainder_mask: list[int] = field(default_factory=list)  # instruction data
+    remainder_starts: list[int] = field(default_factory=list)  # with document ids
     schema: dict[str, dict[str, Any]] = field(default_factory=dict)
     directory: str = ""  # mds: the unit's sub-directory
 
@@ -106,10 +135,15 @@ class DomainOut:
             self.sink = ShardSink(directory, s.layout, prefix=f"shard-{unit:05d}",
                                   token_column=token_column)
         self.carry = np.empty(0, dtype=self.tok[1].dtype if self.tok else np.uint32)
+        self.mask_carry = np.empty(0, dtype=np.uint8) if s.instruct else None
+        self.starts_carry = (np.empty(0, dtype=np.uint8)
+                             if s.seq_len and (s.instruct or s.document_ids) else None)
 
     def add(self, table: pa.Table) -> int:
         """Write one table of records; returns the tokens produced."""
-        text = table.column(self.s.text_field)
+        s = self.s
+        text_field = TEXT if s.instruct else s.text_field
+        text = table.column(text_field)
         nbytes = pc.binary_length(text)
         self.part.documents += table.num_rows
         self.part.text_bytes += int(pc.sum(nbytes).as_py() or 0)
@@ -121,18 +155,37 @@ class DomainOut:
         tok, info = self.tok
         if self.part.empty:
             table = table.filter(pc.invert(empty))
-        values, lengths = encode(tok, table.column(self.s.text_field).to_pylist(), info.dtype)
-        if info.eos_id is not None and (self.s.append_eos or self.s.seq_len):
+        texts = table.column(text_field).to_pylist()
+        mask: np.ndarray | None = None
+        if s.instruct:
+            values, lengths, mask = encode_masked(tok, texts, table.column(SPANS).to_pylist(),
+                                                  info.dtype)
+        else:
+            values, lengths = encode(tok, texts, info.dtype)
+        if info.eos_id is not None and eos_after_documents(s):
+            if mask is not None:  # the model learns to stop: EOS is trained on
+                mask = append_each(mask, lengths, 1)
             values, lengths = append_eos(values, lengths, info.eos_id)
         self.part.tokens += len(values)
-        if self.s.seq_len:
-            rows, self.carry = pack(self.carry, values, self.s.seq_len)
+        if s.seq_len:
+            rows, self.carry = pack(self.carry, values, s.seq_len)
+            mask_rows = start_rows = None
+            if self.mask_carry is not None and mask is not None:
+                mask_rows, self.mask_carry = pack(self.mask_carry, mask, s.seq_len)
+            if self.starts_carry is not None:
+                start_rows, self.starts_carry = pack(self.starts_carry,
+                                                     document_starts(lengths), s.seq_len)
             if len(rows):
-                self._write(packed_table(rows, self.s.token_column))
+                self._write(packed_table(rows, s.token_column, mask_rows, start_rows))
         else:
-            if not self.s.keep_text:
-                table = table.drop_columns([self.s.text_field])
-            self._write(table.append_column(self.s.token_column, ragged_array(values, lengths)))
+            drop = [c for c in HIDDEN if c in table.column_names]
+            if not s.keep_text:
+                drop += [c for c in s.content if c in table.column_names]
+            table = table.drop_columns(drop).append_column(s.token_column,
+                                                           ragged_array(values, lengths))
+            if mask is not None:
+                table = table.append_column(LOSS_MASK, ragged_array(mask, lengths))
+            self._write(table)
         return len(values)
 
     def _write(self, table: pa.Table) -> None:
@@ -146,6 +199,13 @@ class DomainOut:
         if self.sink.schema is not None:
             self.part.schema = {k: asdict(v) for k, v in schema_from_arrow(self.sink.schema).items()}
         self.part.remainder = self.carry.tolist()
+        if self.mask_carry is not None:
+            self.part.remainder_mask = self.mask_carry.tolist()
+        if self.starts_carry is not None and len(self.starts_carry):
+            # the leftover may begin inside a document whose start is in a full row: in the
+            # domain's tail it follows another unit's leftover, so it must start a segment
+            self.starts_carry[0] = 1
+            self.part.remainder_starts = self.starts_carry.tolist()
         return self.part
 
     def abort(self) -> None:
@@ -177,6 +237,12 @@ def _prepare(table: pa.Table, s: ConvertSettings, group: int, where: str, locate
         columns.append(col)
     table = pa.Table.from_arrays(columns, schema=schema) if columns else table
     table = check_utf8(table, locate, bad)
+    if s.messages_field:
+        assert s.chat_template is not None
+        return prepare_chat(table, s.messages_field, s.chat_template, where, locate, bad)
+    if s.prompt_field and s.response_field:
+        return prepare_pairs(table, s.prompt_field, s.response_field, where, locate, bad,
+                             s.chat_template)
     return check_text(table, s.text_field, where, locate, bad)
 
 
@@ -223,13 +289,35 @@ def run_unit(unit: WorkUnit, s: ConvertSettings, report: Report | None = None) -
     return UnitResult(unit.index, parts, bad)
 
 
+def eos_after_documents(s: ConvertSettings) -> bool:
+    """Whether EOS follows each document: plain text always when packed (it is the only
+    separator there); prompt/response unless --no-eos; never after a chat conversation (the
+    template ends each turn itself, often with EOS)."""
+    if s.messages_field:
+        return False
+    if s.instruct:
+        return s.append_eos
+    return s.append_eos or bool(s.seq_len)
+
+
 def check_token_column(s: ConvertSettings) -> None:
-    """Unpacked token output keeps the input fields: the token column must be a new name."""
-    if not s.tokenizer or s.seq_len:
-        return  # packed rows hold only the token column
+    """Output columns must not collide: unpacked output keeps the input fields, so the token
+    (and loss mask) column must be new names; packed rows hold only the written columns."""
+    if not s.tokenizer:
+        return
+    written = [s.token_column] + ([LOSS_MASK] if s.instruct else [])
+    if s.seq_len:
+        if s.instruct or s.document_ids:
+            written.append(DOCUMENT_IDS)
+        if len(set(written)) < len(written):
+            raise ShardError(f"--token-column {s.token_column!r} is also the name of the "
+                             f"{s.token_column} column written beside it; choose another name")
+        return
     for g, schema in enumerate(s.schemas):
-        kept = [n for n in schema.names if n != s.text_field or s.keep_text]
-        if s.token_column in kept:
-            raise ShardError(f"{s.origins[g]}: the inputs already have a field "
-                             f"{s.token_column!r}; choose another name with --token-column "
-                             f"or --drop it")
+        kept = [n for n in schema.names if n not in s.content or s.keep_text]
+        for name in written:
+            if name in kept:
+                flag = "choose another name with --token-column or " if name == s.token_column \
+                    else ""
+                raise ShardError(f"{s.origins[g]}: the inputs already have a field {name!r}; "
+                                 f"{flag}--drop it")
