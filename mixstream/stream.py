@@ -128,14 +128,17 @@ class MixStream(IterableDataset):
         w0 = (np.full(d, 1.0 / d) if weights is None else normalize_weights(weights, self.domains))
         self._fixed_topology = (rank, world_size)
         self.rank, self.world_size = resolve_topology(rank, world_size)
-        self._min_pending = max_pending_weight_changes or 64
+        if max_pending_weight_changes is not None and max_pending_weight_changes < 2:
+            raise ValueError(f"max_pending_weight_changes must be >= 2, got "
+                             f"{max_pending_weight_changes}")
+        self._max_pending = max_pending_weight_changes
         self._plan = ReaderPlan(
             domains=self._domains, schema=schema, union_schema=union,
             windows=self._windows(shuffle_window, memory_budget), seed=int(seed),
             shuffle=bool(shuffle), mix_block=int(mix_block), on_exhausted=on_exhausted,
             prefetch=bool(prefetch),
             token_dtype=None if token_dtype is None else str(token_dtype).replace("torch.", ""),
-            channel=WeightChannel(d, self._min_pending), rank=self.rank,
+            channel=WeightChannel(d, max_pending_weight_changes or 64), rank=self.rank,
             world_size=self.world_size)
         self._log = WeightLog(w0)
         self._digest = hashlib.sha256()
@@ -327,7 +330,11 @@ class MixStream(IterableDataset):
             self._driven_by_loader = loader
             self._loop_thread = threading.get_ident()
             # room for every change a worker may not have passed, plus changes scheduled ahead
-            self._plan.channel.ensure_capacity(max(self._min_pending, self.prefetch_depth + 64))
+            need = self.prefetch_depth + 2
+            if self._max_pending is not None and self._max_pending < need:
+                raise ValueError(f"max_pending_weight_changes={self._max_pending} is below the "
+                                 f"loader's prefetch depth + 2 ({need}); raise it")
+            self._plan.channel.ensure_capacity(self._max_pending or self.prefetch_depth + 64)
             self._refresh_topology()
             if self._tracker is None:
                 self._tracker = self._new_tracker()

@@ -47,9 +47,13 @@ def normalize_weights(weights: WeightsLike, domains: Sequence[str]) -> np.ndarra
         if f < 0:
             raise ValueError(f"weight for domain {name!r} is negative ({f}); use 0 to switch it off")
         out[i] = f
-    total = out.sum()
+    with np.errstate(over="ignore"):
+        total = out.sum()
     if total <= 0:
         raise ValueError(f"all weights are zero for domains {names}; at least one must be positive")
+    if not math.isfinite(total):  # 1e308 + 1e308: each finite, the sum is not
+        out = out / out.max()
+        total = out.sum()
     return out / total
 
 
