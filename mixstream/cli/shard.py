@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -80,6 +81,21 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    help="a tokenizer folder (tokenizer_config.json's chat_template or "
                    "chat_template.jinja), a tokenizer_config.json or a .jinja file; default "
                    "for --messages-field: the --tokenizer folder. Local files only")
+    v = p.add_argument_group(
+        "held-out split",
+        "Hold out documents per domain for validation, written as a domain directory of its "
+        "own beside the training data: OUTPUT/<domain>/val/ (manifest.json + shards; read it "
+        "with MixStream or mixstream.validation like any domain directory; "
+        "mixstream.shards.split.split_dirs(OUTPUT, 'val') lists them). Whole documents are "
+        "held out (packing happens after the split, on each side), chosen by a hash of their "
+        "content keyed by --val-seed: the same for any --workers or --chunk-mb, and exact "
+        "duplicates land on the same side.")
+    v.add_argument("--val-docs", type=int, metavar="N",
+                   help="hold out N documents per domain (a first, reading-only pass finds "
+                   "them)")
+    v.add_argument("--val-fraction", type=float, metavar="F",
+                   help="hold out about this fraction of each domain's documents (0 < F < 1)")
+    v.add_argument("--val-seed", type=int, default=0, help="seed of the split (default 0)")
     o = p.add_argument_group("output layout")
     o.add_argument("--format", default="parquet", choices=("parquet", "arrow", "mds"),
                    help="shard format (mds needs mosaicml-streaming)")
@@ -119,13 +135,19 @@ def cmd_convert(a: argparse.Namespace) -> int:
         chunk_bytes=int(a.chunk_mb * (1 << 20)), sample_by=a.txt_sample_by,
         skip_bad=a.skip_bad, progress=a.progress, prompt_field=a.prompt_field,
         response_field=a.response_field, messages_field=a.messages_field,
-        chat_template=a.chat_template, document_ids=a.document_ids)
+        chat_template=a.chat_template, document_ids=a.document_ids, val_docs=a.val_docs,
+        val_fraction=a.val_fraction, val_seed=a.val_seed)
     if a.inputs and a.domain:
         raise ShardError("give inputs either as --domain NAME=PATH or as paths with "
                          "--domain-field, not both")
     rep = convert(opts)
     if rep.manifests:
-        print(summary(list(rep.manifests.values())))
+        train = [m for k, m in rep.manifests.items() if "/" not in k]
+        val = {k: m for k, m in rep.manifests.items() if "/" in k}
+        print(summary(train))
+        if val:
+            print(f"\nheld-out split ({', '.join(os.path.join(a.output, k) for k in val)}):")
+            print(summary(list(val.values())))
     else:
         for d, st in rep.stats.items():
             print(f"{d}: {json.dumps(st)}")

@@ -66,9 +66,12 @@ def _tail(domain_dir: str, parts: list[DomainPart], s: ConvertSettings, dtype: n
 
 
 def assemble_domain(domain: str, parts: list[tuple[WorkUnit, DomainPart]], s: ConvertSettings,
-              info: TokenizerInfo | None,
-              extra: dict[str, Any]) -> tuple[dict[str, Any], Manifest | None]:
-    """Tail shards, statistics and the manifest (not yet saved) of one domain."""
+                    info: TokenizerInfo | None, extra: dict[str, Any],
+                    name: str | None = None) -> tuple[dict[str, Any], Manifest | None]:
+    """Tail shards, statistics and the manifest (not yet saved) of one domain.
+
+    ``domain`` is the output sub-path (``web``, or ``web/val`` for a held-out split);
+    ``name`` the domain name the manifest records (default: ``domain``)."""
     domain_dir = os.path.join(s.output, domain)
     documents = sum(p.documents for _, p in parts)
     if documents == 0:
@@ -104,7 +107,7 @@ def assemble_domain(domain: str, parts: list[tuple[WorkUnit, DomainPart]], s: Co
         schema = next(p.schema for _, p in parts if p.schema)
     else:  # every unit was shorter than seq_len: only the tail has rows
         schema = tail.schema
-    manifest = Manifest(domain=domain, shard_format=s.output_format,
+    manifest = Manifest(domain=name or domain, shard_format=s.output_format,
                         schema={k: ColumnSpec(**v) for k, v in schema.items()}, shards=shards,
                         token_column=s.token_column if info else None, stats=stats,
                         extra=extra)

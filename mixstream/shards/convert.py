@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -34,8 +34,15 @@ from .progress import Progress
 from .readers import ReadOptions
 from .schemas import group_schema
 from .shardfile import is_temp
+from .split import VAL_DIR, ValSplit, val_key
 from .tokenize import TokenizerInfo, cached_tokenizer
-from .unit import ConvertSettings, UnitResult, check_token_column, eos_after_documents
+from .unit import (
+    ConvertSettings,
+    UnitResult,
+    check_token_column,
+    eos_after_documents,
+    select_unit,
+)
 from .validate import DOMAIN_NAME, BadRecords
 from .writer import ShardLayout
 
@@ -74,6 +81,9 @@ class ConvertOptions:
     messages_field: str | None = None  # … or chat messages (needs a chat template)
     chat_template: str | None = None  # folder / tokenizer_config.json / .jinja; default: tokenizer's
     document_ids: bool = False  # packed plain text: also write document_ids
+    val_docs: int | None = None  # held-out split: N documents per domain …
+    val_fraction: float | None = None  # … or this fraction of the documents
+    val_seed: int = 0
 
 
 @dataclass
@@ -129,6 +139,13 @@ def _check(o: ConvertOptions) -> TokenizerInfo | None:
     if o.chat_template and not instruct:
         raise ShardError("--chat-template needs --messages-field or --prompt-field/"
                          "--response-field")
+    if o.val_docs is not None and o.val_fraction is not None:
+        raise ShardError("give either --val-docs or --val-fraction")
+    if o.val_docs is not None and o.val_docs < 1:
+        raise ShardError(f"--val-docs must be >= 1, got {o.val_docs}")
+    if o.val_fraction is not None and not 0 < o.val_fraction < 1:
+        raise ShardError(f"--val-fraction must be between 0 and 1 (exclusive), got "
+                         f"{o.val_fraction}")
     if o.document_ids and not o.seq_len:
         raise ShardError("--document-ids needs --seq-len (unpacked rows hold one document)")
     if o.tokenizer is None:
@@ -210,9 +227,10 @@ def _prepare_output(o: ConvertOptions, fingerprint: str) -> str:
     for name in os.listdir(o.output):  # temp files of shards a crash interrupted
         d = os.path.join(o.output, name)
         if os.path.isdir(d) and name != STATE_DIR:
-            for n in os.listdir(d):
-                if is_temp(n):
-                    os.remove(os.path.join(d, n))
+            for sub in (d, os.path.join(d, VAL_DIR)):
+                for n in os.listdir(sub) if os.path.isdir(sub) else ():
+                    if is_temp(n):
+                        os.remove(os.path.join(sub, n))
     return state
 
 
@@ -250,8 +268,12 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
         skip_bad=o.skip_bad, read=read, prompt_field=o.prompt_field,
         response_field=o.response_field, messages_field=o.messages_field,
         chat_template=template, document_ids=o.document_ids)
+    if o.val_docs is not None or o.val_fraction is not None:
+        s = replace(s, val=ValSplit(o.val_seed, o.val_fraction, o.val_docs))
     check_token_column(s)
     state = _prepare_output(o, _fingerprint(o, units, info, template))
+    if s.val is not None and s.val.docs is not None:
+        s = replace(s, val=_val_cuts(s, units, state, o, say))
 
     results: dict[int, UnitResult] = {}
     for u in units:
@@ -265,7 +287,7 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
     if results:
         say(f"mixstream-shard: resuming: {len(results)} of {len(units)} units already done")
 
-    def done(r: UnitResult) -> None:
+    def done(_: WorkUnit, r: UnitResult) -> None:
         _write_json(_marker(state, r.index), r.to_json())
         results[r.index] = r
 
@@ -283,13 +305,20 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
         for d in results[u.index].parts:
             if d not in domains:
                 domains.append(d)
+    if s.val is not None:
+        _check_split(domains, s.val, results, units)
     for name, _ in groups:
         if name is not None and name not in domains:
             raise ShardError(f"domain {name!r}: no records in its inputs (empty input)")
     manifests = {}
     for d in domains:
         parts = [(u, results[u.index].parts[d]) for u in units if d in results[u.index].parts]
-        report.stats[d], m = assemble_domain(d, parts, s, info, _extra(o, s, info, groups, d))
+        name = d.split("/")[0]
+        extra = _extra(o, s, info, groups, name)
+        if s.val is not None:
+            extra["split"] = "val" if d != name else "train"
+            extra["val_split"] = s.val.to_json()
+        report.stats[d], m = assemble_domain(d, parts, s, info, extra, name=name)
         if m is not None:
             manifests[d] = m
     for d, m in manifests.items():  # manifests last: a directory with one is complete
@@ -300,6 +329,60 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
                 {"stats": report.stats, "skipped_records": report.bad.count,
                  "examples": report.bad.examples, "ignored_files": ignored})
     return report
+
+
+def _val_cuts(s: ConvertSettings, units: list[WorkUnit], state: str, o: ConvertOptions,
+              say: Callable[[str], None]) -> ValSplit:
+    """``--val-docs N``: a pre-pass finds each domain's N smallest document hashes."""
+    assert s.val is not None and s.val.docs is not None
+    path = os.path.join(state, "val-cuts.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            cuts = json.load(f)
+    else:
+        say(f"mixstream-shard: choosing {s.val.docs} held-out documents per domain (a first "
+            f"pass over the inputs)")
+        found: dict[str, list[int]] = {}
+        count: dict[str, int] = {}
+
+        def done(_: WorkUnit, r: dict[str, tuple[int, list[int]]]) -> None:
+            for d, (n, h) in r.items():
+                found.setdefault(d, []).extend(h)
+                count[d] = count.get(d, 0) + n
+
+        size = sum(p.disk_bytes for u in units for p in u.pieces)
+        progress = Progress(size, len(units), mode=o.progress)
+        try:
+            run_units(units, s, o.workers, progress, done, fn=select_unit)
+        finally:
+            progress.close()
+        cuts = {}
+        for d, hashes in sorted(found.items()):
+            if count[d] <= s.val.docs:
+                raise ShardError(f"domain {d!r}: --val-docs {s.val.docs} would hold out all of "
+                                 f"its {count[d]} non-empty documents; use a smaller "
+                                 f"--val-docs or --val-fraction")
+            cuts[d] = sorted(hashes)[s.val.docs - 1]
+        _write_json(path, cuts)
+    return replace(s.val, cuts=tuple(sorted((d, int(c)) for d, c in cuts.items())))
+
+
+def _check_split(keys: list[str], val: ValSplit, results: dict[int, UnitResult],
+                 units: list[WorkUnit]) -> None:
+    """Every domain has documents on both sides of the split."""
+    docs: dict[str, int] = {}
+    for u in units:
+        for k, p in results[u.index].parts.items():
+            docs[k] = docs.get(k, 0) + p.documents
+    for d in sorted({k.split("/")[0] for k in keys}):
+        rule = (f"--val-fraction {val.fraction}" if val.fraction is not None
+                else f"--val-docs {val.docs}")
+        if val_key(d) not in docs:
+            raise ShardError(f"domain {d!r}: {rule} held out none of its {docs.get(d, 0)} "
+                             f"documents; raise it (or use --val-docs)")
+        if d not in docs:
+            raise ShardError(f"domain {d!r}: {rule} held out all of its "
+                             f"{docs[val_key(d)]} documents; lower it")
 
 
 def _extra(o: ConvertOptions, s: ConvertSettings, info: TokenizerInfo | None,

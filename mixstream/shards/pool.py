@@ -21,9 +21,10 @@ from typing import Any
 
 from .inputs import WorkUnit
 from .progress import Progress
-from .unit import ConvertSettings, UnitResult, run_unit
+from .unit import ConvertSettings, run_unit
 
 _WORKER: dict[str, Any] = {}
+UnitFn = Callable[[WorkUnit, ConvertSettings, Any], Any]  # run_unit, select_unit
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -60,15 +61,15 @@ def _watch_parent(parent: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="mixstream-parent-watch", daemon=True).start()
 
 
-def _init_worker(settings: ConvertSettings, queue: Any, parent: int) -> None:
+def _init_worker(settings: ConvertSettings, queue: Any, parent: int, fn: UnitFn) -> None:
     die_with_parent(parent)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker process
-    _WORKER.update(settings=settings, queue=queue)
+    _WORKER.update(settings=settings, queue=queue, fn=fn)
 
 
-def _work(unit: WorkUnit) -> UnitResult:
+def _work(unit: WorkUnit) -> Any:
     queue = _WORKER["queue"]
-    return run_unit(unit, _WORKER["settings"], lambda d, t, b: queue.put((d, t, b)))
+    return _WORKER["fn"](unit, _WORKER["settings"], lambda d, t, b: queue.put((d, t, b)))
 
 
 def _drain(queue: Any, progress: Progress) -> None:
@@ -80,25 +81,27 @@ def _drain(queue: Any, progress: Progress) -> None:
 
 
 def run_units(units: list[WorkUnit], s: ConvertSettings, workers: int, progress: Progress,
-              done: Callable[[UnitResult], None]) -> None:
-    """Convert ``units``; ``done(result)`` is called in this process as each one finishes."""
+              done: Callable[[WorkUnit, Any], None], fn: UnitFn | None = None) -> None:
+    """Run ``fn`` (default: :func:`run_unit`, convert) on ``units``; ``done(unit, result)`` is
+    called in this process as each one finishes."""
+    fn = fn or run_unit
     if workers == 1 or len(units) <= 1:
         for unit in units:
-            done(run_unit(unit, s, progress.update))
+            done(unit, fn(unit, s, progress.update))
             progress.unit_done()
         return
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     pool = ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx,
-                               initializer=_init_worker, initargs=(s, queue, os.getpid()))
-    futures: dict[Future[UnitResult], WorkUnit] = {pool.submit(_work, u): u for u in units}
+                               initializer=_init_worker, initargs=(s, queue, os.getpid(), fn))
+    futures: dict[Future[Any], WorkUnit] = {pool.submit(_work, u): u for u in units}
     try:
         while futures:
             finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
             _drain(queue, progress)
             for f in finished:
-                futures.pop(f)
-                done(f.result())
+                unit = futures.pop(f)
+                done(unit, f.result())
                 progress.unit_done()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

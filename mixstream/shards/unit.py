@@ -9,7 +9,7 @@ caller can pack all units' leftovers, in unit order, into the domain's last shar
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from .instruct import (
 )
 from .pack import append_each, append_eos, document_starts, pack, packed_table
 from .readers import ReadOptions, read_piece
+from .split import ValSplit, document_hashes, smallest, val_key
 from .tables import ragged_array
 from .tokenize import TokenizerInfo, cached_tokenizer, encode
 from .validate import BadRecords, check_fields, check_text, check_utf8, split_domains
@@ -67,6 +68,7 @@ class ConvertSettings:
     messages_field: str | None = None  # … or chat messages, rendered with chat_template
     chat_template: ChatTemplate | None = None
     document_ids: bool = False  # packed plain text: also write document_ids
+    val: ValSplit | None = None  # held-out split per domain
 
     @property
     def instruct(self) -> bool:
@@ -246,47 +248,86 @@ def _prepare(table: pa.Table, s: ConvertSettings, group: int, where: str, locate
     return check_text(table, s.text_field, where, locate, bad)
 
 
+def iter_unit(unit: WorkUnit, s: ConvertSettings,
+              bad: BadRecords) -> Iterator[tuple[dict[str, pa.Table], int, int]]:
+    """``(checked tables by domain, records read, input bytes covered)`` per chunk of ``unit``."""
+    for piece in unit.pieces:
+        path, rows, reported = piece.file.path, 0, 0
+        bad_before = bad.count
+        for chunk in read_piece(piece, s.schemas[unit.group], s.read, bad):
+            rows += chunk.table.num_rows
+            table = _prepare(chunk.table, s, unit.group, path, chunk.locate, bad)
+            if s.domain_field is None:
+                assert unit.domain is not None
+                by_domain = {unit.domain: table}
+            else:
+                by_domain = split_domains(table, s.domain_field, path, chunk.locate, bad)
+                if s.domain_field in s.drop:
+                    by_domain = {d: t.drop_columns([s.domain_field])
+                                 for d, t in by_domain.items()}
+            step = min(chunk.disk_bytes, piece.disk_bytes - reported)
+            reported += step
+            yield {d: t for d, t in by_domain.items() if t.num_rows}, table.num_rows, step
+        if piece.whole and rows == 0 and bad.count == bad_before:
+            bad.add(RecordError(path, "no records (empty input)",
+                                f"remove it from the inputs, {SKIP_HINT}"))
+        yield {}, 0, piece.disk_bytes - reported
+
+
+def _text_column(s: ConvertSettings) -> str:
+    return TEXT if s.instruct else s.text_field
+
+
 def run_unit(unit: WorkUnit, s: ConvertSettings, report: Report | None = None) -> UnitResult:
     """Convert ``unit``; shards are complete on disk when this returns."""
     bad = BadRecords(skip=s.skip_bad)
     outs: dict[str, DomainOut] = {}
 
-    def out(domain: str) -> DomainOut:
-        if domain not in outs:
-            outs[domain] = DomainOut(domain, unit.index, s)
-        return outs[domain]
+    def add(key: str, table: pa.Table) -> int:
+        if not table.num_rows:
+            return 0
+        if key not in outs:
+            outs[key] = DomainOut(key, unit.index, s)
+        return outs[key].add(table)
 
     try:
-        for piece in unit.pieces:
-            path, rows, reported = piece.file.path, 0, 0
-            bad_before = bad.count
-            for chunk in read_piece(piece, s.schemas[unit.group], s.read, bad):
-                rows += chunk.table.num_rows
-                table = _prepare(chunk.table, s, unit.group, path, chunk.locate, bad)
-                if s.domain_field is None:
-                    assert unit.domain is not None
-                    by_domain = {unit.domain: table}
-                else:
-                    by_domain = split_domains(table, s.domain_field, path, chunk.locate, bad)
-                    if s.domain_field in s.drop:
-                        by_domain = {d: t.drop_columns([s.domain_field])
-                                     for d, t in by_domain.items()}
-                tokens = sum(out(d).add(t) for d, t in by_domain.items() if t.num_rows)
-                step = min(chunk.disk_bytes, piece.disk_bytes - reported)
-                reported += step
-                if report is not None:
-                    report(table.num_rows, tokens, step)
-            if piece.whole and rows == 0 and bad.count == bad_before:
-                bad.add(RecordError(path, "no records (empty input)",
-                                    f"remove it from the inputs, {SKIP_HINT}"))
+        for by_domain, records, step in iter_unit(unit, s, bad):
+            tokens = 0
+            for d, t in by_domain.items():
+                if s.val is None:
+                    tokens += add(d, t)
+                    continue
+                held = pa.array(s.val.held_out(d, t.column(_text_column(s))))
+                tokens += add(d, t.filter(pc.invert(held))) + add(val_key(d), t.filter(held))
             if report is not None:
-                report(0, 0, piece.disk_bytes - reported)
+                report(records, tokens, step)
         parts = {d: o.close() for d, o in sorted(outs.items())}
     except BaseException:
         for o in outs.values():
             o.abort()
         raise
     return UnitResult(unit.index, parts, bad)
+
+
+def select_unit(unit: WorkUnit, s: ConvertSettings,
+                report: Report | None = None) -> dict[str, tuple[int, list[int]]]:
+    """Pre-pass of ``--val-docs N``: per domain, the number of non-empty documents in ``unit``
+    and their N smallest hashes (the domain's N smallest overall are among the units')."""
+    assert s.val is not None and s.val.docs is not None
+    bad = BadRecords(skip=True)  # bad records are reported by the conversion pass
+    found: dict[str, list[np.ndarray]] = {}
+    count: dict[str, int] = {}
+    for by_domain, records, step in iter_unit(unit, s, bad):
+        for d, t in by_domain.items():
+            texts = t.column(_text_column(s))
+            h = document_hashes(texts, s.val.seed)
+            h = h[pc.greater(pc.binary_length(texts), 0).to_numpy(zero_copy_only=False)]
+            count[d] = count.get(d, 0) + len(h)
+            found.setdefault(d, []).append(np.asarray(smallest(h, s.val.docs), np.uint64))
+        if report is not None:
+            report(records, 0, step)
+    return {d: (count[d], smallest(np.concatenate(hs), s.val.docs))
+            for d, hs in sorted(found.items())}
 
 
 def eos_after_documents(s: ConvertSettings) -> bool:
