@@ -7,6 +7,8 @@ Examples::
     mixstream-shard convert data/*.jsonl.gz --domain-field source --output shards/
     mixstream-shard convert --domain sft=chat.jsonl --messages-field messages \\
         --tokenizer tok/ --seq-len 2048 --output shards/       # input_ids, loss_mask, document_ids
+    mixstream-shard convert --domain web=web/ --tokenizer tok/ --seq-len 2048 \\
+        --val-docs 1000 --output shards/                      # + shards/web/val/
     mixstream-shard index spark_out/web --token-column input_ids
     mixstream-shard inspect shards/
     mixstream-shard verify shards/

@@ -3,11 +3,17 @@
 1. Resolve the input groups (``--domain NAME=PATH`` or inputs + ``--domain-field``), take each
    group's schema from its first file and split the inputs into work units (the split does not
    depend on ``--workers``).
-2. Run the units not finished by an earlier run (:mod:`.pool`, :mod:`.unit`); each writes its
-   shards atomically and the parent records it as done in ``<output>/.mixstream-shard/``.
-3. Per domain, pack the units' leftover tokens (in unit order) into the last shards
-   (:mod:`.assemble`), then write ``manifest.json`` (last). Same inputs and options ⇒
-   byte-identical shards.
+2. With ``--val-docs``, a reading-only pass over the units finds each domain's held-out
+   documents (:mod:`.split`).
+3. Run the units not finished by an earlier run (:mod:`.pool`, :mod:`.unit`); each writes its
+   shards atomically (held-out documents to ``<domain>/val``) and the parent records it as
+   done in ``<output>/.mixstream-shard/``.
+4. Per domain (and held-out split), pack the units' leftover tokens (in unit order) into the
+   last shards (:mod:`.assemble`), then write ``manifest.json`` (last). Same inputs and
+   options ⇒ byte-identical shards.
+
+Records are plain text, or instruction data (:mod:`.instruct`: prompt/response or chat
+messages → ``input_ids`` + ``loss_mask``; packed rows also get ``document_ids``).
 """
 
 from __future__ import annotations
