@@ -345,7 +345,7 @@ def test_many_changes_in_one_step_do_not_end_the_run(tmp_path):
     loader = MixLoader(stream, batch_size=4, num_workers=2)
     rng = np.random.default_rng(0)
     for step, _ in enumerate(loader):
-        for _ in range(300):
+        for _ in range(2500):
             stream.set_weights({"a": float(rng.random()), "b": 1.0})
         if step == 10:
             break
@@ -398,3 +398,57 @@ def test_trained_batches_sets_the_checkpoint_position(tmp_path):
     loader2.load_state_dict(state)
     assert next(iter(loader2))["index"].tolist() == rows[10]
     os.environ.pop("RANK", None)
+
+
+def test_stop_mode_ends_every_rank_after_the_same_batch(tmp_path):
+    """Issue item 8: ranks ended after 56/56/56/55 batches (a DDP hang) and global batches were
+    never delivered. Now the stream ends before the first round that needs a sample beyond a
+    domain's first epoch, on every rank."""
+    paths = parquet_domains(tmp_path, n=450, files=1, row_group=90)
+    counts, index = [], []
+    for rank in range(4):
+        s = MixStream(paths, weights=W3, seed=5, shuffle_window=64, on_exhausted="stop",
+                      rank=rank, world_size=4)
+        rows = [b["index"].numpy() for b in MixLoader(s, batch_size=5, num_workers=2)]
+        counts.append(len(rows))
+        index.extend(rows)
+    assert len(set(counts)) == 1 and counts[0] > 0
+    assert (np.sort(np.concatenate(index)) == np.arange(counts[0] * 20)).all()
+
+
+def _one_rank_changes(rank: int, world: int, port: int, paths: dict, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        stream = MixStream(paths, seed=0)
+        loader = MixLoader(stream, batch_size=4)
+        for step, _ in enumerate(loader):
+            if step == 3 and rank == 0:
+                stream.set_weights({"a": 1.0, "b": 0.0})  # on one rank only: a user bug
+            if step == 6:
+                break
+        try:
+            loader.state_dict()
+            result = "no error"
+        except RuntimeError as e:
+            result = str(e)
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(result)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_weight_change_on_one_rank_only_is_detected(tmp_path):
+    """Issue item 8: set_weights on rank 0 only repeated 40 samples with no error."""
+    import torch.multiprocessing as mp
+    from dist_helpers import free_port
+
+    paths = parquet_domains(tmp_path, n=600, files=1, names=("a", "b"))
+    out = str(tmp_path / "result")
+    mp.start_processes(_one_rank_changes, args=(2, free_port(), paths, out), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        assert "ranks disagree" in open(f"{out}.{rank}").read()
