@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixstream.cli.shard import main
 from mixstream.shards.convert import ConvertOptions, convert
@@ -322,3 +324,40 @@ def test_batches_carry_loss_mask_and_document_ids(tmp_path, tok_dir):
             ids, loss_mask=mask, document_ids=dids).tolist()
         assert bool((tokens < mask.sum(1) + 1).all()) and bool(torch.isfinite(loss).all())
     assert seen == 48
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 20), min_size=1, max_size=30), st.integers(2, 12),
+       st.lists(st.integers(1, 6), min_size=1, max_size=8))
+def test_packing_keeps_tokens_masks_and_boundaries_aligned(lengths, seq_len, calls):
+    """pack() called on any split of the documents (as units and chunks do) gives the rows of
+    the whole stream; document_ids change exactly where a document starts."""
+    from mixstream.shards.pack import document_ids, document_starts, pack
+
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    values = np.arange(total, dtype=np.uint32)
+    mask = (values % 3 == 0).astype(np.uint8)
+    starts = document_starts(lengths)
+    assert starts.sum() == (lengths > 0).sum()
+    carry = [np.empty(0, np.uint32), np.empty(0, np.uint8), np.empty(0, np.uint8)]
+    rows: list[list[np.ndarray]] = [[], [], []]
+    docs = np.cumsum(np.asarray(calls)) % (len(lengths) + 1)
+    cuts = sorted({0, len(lengths), *docs.tolist()})
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    for a, b in zip(cuts, cuts[1:]):
+        lo, hi = offsets[a], offsets[b]
+        for k, arr in enumerate((values, mask, starts)):
+            r, carry[k] = pack(carry[k], arr[lo:hi], seq_len)
+            rows[k].append(r)
+    tok, msk, st_rows = (np.concatenate(r) if r else np.empty((0, seq_len)) for r in rows)
+    k = total // seq_len
+    assert tok.shape == msk.shape == st_rows.shape == (k, seq_len)
+    np.testing.assert_array_equal(tok.ravel(), values[: k * seq_len])
+    np.testing.assert_array_equal(msk.ravel(), mask[: k * seq_len])
+    np.testing.assert_array_equal(carry[0], values[k * seq_len:])
+    ids = document_ids(st_rows)
+    assert ids.dtype == np.uint16 and (ids[:, 0] == 0).all() if k else True
+    for r in range(k):
+        for i in range(1, seq_len):
+            assert (ids[r, i] != ids[r, i - 1]) == bool(starts[r * seq_len + i])

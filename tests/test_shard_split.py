@@ -169,3 +169,32 @@ def test_cli_and_validation_read_the_split(tmp_path, tok, capsys):
                              ["code", "web"], max_batches=3)
     assert set(losses) == {"code", "web"}
     assert all(np.isfinite(v) and v > 0 for v in losses.values())
+
+
+def test_split_with_domain_field_and_resume(tmp_path, monkeypatch):
+    recs = [{"text": f"doc {i} " + WORDS[i % 10], "src": ("a", "b")[i % 2]} for i in range(160)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    kw = dict(inputs=(str(tmp_path / "in.jsonl"),), domain_field="src", val_docs=8,
+              chunk_bytes=1200)
+    ref = run(tmp_path / "ref", **kw)
+    assert sorted(ref.manifests) == ["a", "a/val", "b", "b/val"]
+    assert ref.stats["a/val"]["documents"] == ref.stats["b/val"]["documents"] == 8
+    from mixstream.shards import pool
+
+    real, calls = pool.run_unit, []
+
+    def crashing(unit, s, report=None):
+        if unit.index == 2:
+            raise KeyboardInterrupt
+        calls.append(unit.index)
+        return real(unit, s, report)
+
+    monkeypatch.setattr(pool, "run_unit", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "out", **kw)
+    assert (tmp_path / "out" / ".mixstream-shard" / "val-cuts.json").exists()
+    monkeypatch.setattr(pool, "run_unit", real)
+    again = run(tmp_path / "out", **kw)
+    assert again.resumed == 2 and again.stats == ref.stats
+    for d in ("a", "b"):
+        assert texts(tmp_path / "out" / d / "val") == texts(tmp_path / "ref" / d / "val")
