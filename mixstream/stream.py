@@ -281,14 +281,13 @@ class MixStream(IterableDataset):
     def domain_stats(self) -> dict[str, dict[str, int | None]]:
         return {d.name: d.stats() for d in self._domains}
 
-    def attach(self, obj: Any, name: str | None = None) -> str:
+    def attach(self, obj: Any, name: str | None = None) -> None:
         """Include ``obj.state_dict()`` (a controller, say) in this stream's checkpoints, under
-        ``name`` (default: the class name, numbered if taken). Returns the name."""
+        ``name`` (default: the class name, numbered if taken; see :attr:`attached`)."""
         if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
             raise TypeError(f"{type(obj).__name__} has no state_dict/load_state_dict")
-        for key, other in self._attached.items():
-            if other is obj:
-                return key
+        if any(other is obj for other in self._attached.values()):
+            return
         base = name or type(obj).__name__
         key, i = base, 1
         while key in self._attached:
@@ -297,7 +296,6 @@ class MixStream(IterableDataset):
             i += 1
             key = f"{base}#{i}"
         self._attached[key] = obj
-        return key
 
     @property
     def attached(self) -> dict[str, Any]:
@@ -527,7 +525,7 @@ class MixStream(IterableDataset):
                 "attached": {k: obj.state_dict() for k, obj in self._attached.items()},
             }
         if check_ranks and self.world_size > 1:
-            _check_ranks_agree(state["weight_digest"], self._tracker.batch)
+            _check_ranks_agree(str(state["weight_digest"]), self._tracker.batch)
         return to_plain(state)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

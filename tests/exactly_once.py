@@ -158,7 +158,7 @@ def run(sc: Scenario, *, steps: int | None = None, state: list[dict] | None = No
                 ended[r] = True
             else:
                 rows[r].append(_row(batch))
-        if step in changes:
+        if step in changes and not any(ended):  # (a loop that ended makes no more changes)
             for rk in ranks:
                 rk.stream.set_weights(changes[step])
     states = [rk.stream.state_dict(check_ranks=False) for rk in ranks]
