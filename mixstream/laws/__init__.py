@@ -9,8 +9,9 @@
 """
 
 from mixstream.laws.continual import critical_proportion
+from mixstream.laws.design import sample_mixtures
 from mixstream.laws.huber_lbfgs import FitResult, fit_huber_lbfgs
-from mixstream.laws.mixture import DataMixingLaw, MixtureLawParams
+from mixstream.laws.mixture import DataMixingLaw, LawWarning, MixtureLawParams, check_mixtures
 from mixstream.laws.nested import extrapolate_sizes, extrapolate_steps, prepare_table
 from mixstream.laws.propose import halving_grid, project_capped_simplex, propose_mixture
 from mixstream.laws.scaling import SIZE_LAW, STEP_LAW, PowerLaw, PowerLawSettings, fit_power_law
@@ -18,9 +19,9 @@ from mixstream.laws.table import LawTable, TableError, format_table, parse_table
 from mixstream.laws.two_domain import TwoDomainLaw, fit_two_domain
 
 __all__ = [
-    "DataMixingLaw", "FitResult", "LawTable", "MixtureLawParams", "PowerLaw", "PowerLawSettings",
-    "SIZE_LAW", "STEP_LAW", "TableError", "TwoDomainLaw", "critical_proportion",
+    "DataMixingLaw", "FitResult", "LawTable", "LawWarning", "MixtureLawParams", "PowerLaw", "PowerLawSettings",
+    "SIZE_LAW", "STEP_LAW", "TableError", "TwoDomainLaw", "check_mixtures", "critical_proportion",
     "extrapolate_sizes", "extrapolate_steps", "fit_huber_lbfgs", "fit_power_law",
     "fit_two_domain", "format_table", "halving_grid", "parse_table", "prepare_table",
-    "project_capped_simplex", "propose_mixture", "read_table",
+    "project_capped_simplex", "propose_mixture", "read_table", "sample_mixtures",
 ]

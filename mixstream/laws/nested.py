@@ -10,12 +10,22 @@ target run before the mixing law is fitted (``pipeline/run.sh``):
 3. the result is a table at (``target_step``, ``target_size``) for :class:`DataMixingLaw`.
 
 Deviation: the authors fit an implicit MLP law (``pipeline/mixlaw.py``) on the aggregated loss
-in step 3; here the explicit per-domain law is fitted on the extrapolated table instead.
+in step 3; here the explicit per-domain law is fitted on the extrapolated table by default, and
+:class:`mixstream.laws.implicit.ImplicitMixingLaw` is the authors' choice as an option
+(:func:`mixstream.laws.implicit.compare_laws` reports both laws' held-out errors).
+
+Robustness: the size law extrapolates far (e.g. 70M…410M to 1B) and its multi-start fit can
+land in different optima with different seeds (moves of up to 0.1 in the predicted loss were
+measured on the authors' RedPajama runs). :func:`extrapolate_sizes` therefore fits
+``restarts`` times with different seeds, keeps the fit with the lowest selection loss and
+records the spread of the restarts' predictions (``LawTable.spread``) — a spread comparable to
+the differences between mixtures means the extrapolation cannot rank them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -73,11 +83,13 @@ def extrapolate_steps(table: LawTable, target_step: int, *,
 
 
 def extrapolate_sizes(table: LawTable, target_size: float, *,
-                      settings: PowerLawSettings = SIZE_LAW, seed: int = 0) -> LawTable:
+                      settings: PowerLawSettings = SIZE_LAW, seed: int = 0, restarts: int = 3,
+                      progress: Callable[[str], None] | None = None) -> LawTable:
     """One row per mixture with the size law's losses at ``target_size``.
 
     Needs one row per (mixture, size) — extrapolate or select steps first — and every mixture
-    at every size.
+    at every size. The law is fitted ``restarts`` times (seeds ``seed, seed+1, ...``); the best
+    selection loss wins and ``spread`` holds max - min of the restarts' predictions.
     """
     if table.sizes is None:
         raise TableError(f"{table.source}: extrapolating to a size needs a 'model_size' column")
@@ -106,22 +118,37 @@ def extrapolate_sizes(table: LawTable, target_size: float, *,
     k = len(table.val_domains)
     y = np.stack([np.concatenate([table.losses[by_mix[key][s]] for key in keys])
                   for s in all_sizes])  # [n_sizes, n_mix * K]
-    fit = fit_power_law(np.array(all_sizes), y, settings, seed)
-    pred = fit.predict(float(target_size)).reshape(len(keys), k)
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    fits, preds = [], []
+    for j in range(restarts):
+        if progress is not None:
+            progress(f"size law: restart {j + 1}/{restarts} ({y.shape[1]} curves)")
+        f = fit_power_law(np.array(all_sizes), y, settings, seed + j)
+        fits.append(f)
+        preds.append(f.predict(float(target_size)).reshape(len(keys), k))
+    best = int(np.argmin([f.selection_loss for f in fits]))
+    pred = preds[best]
+    spread = np.ptp(np.stack(preds), axis=0)
     mix = np.array([table.mixtures[by_mix[key][all_sizes[0]]] for key in keys])
     return LawTable(table.train_domains, table.val_domains, mix, pred,
                     steps=None if table.steps is None else
                     np.full(len(keys), int(table.steps[0]), dtype=np.int64),
                     sizes=np.full(len(keys), float(target_size)),
-                    source=f"{table.source} (size law -> {target_size:g})")
+                    source=f"{table.source} (size law -> {target_size:g})", spread=spread)
 
 
 def prepare_table(table: LawTable, *, step: int | None = None, size: float | None = None,
                   target_step: int | None = None, target_size: float | None = None,
                   step_settings: PowerLawSettings = STEP_LAW,
                   size_settings: PowerLawSettings = SIZE_LAW,
-                  tokens_per_step: int = TOKENS_PER_STEP, seed: int = 0) -> LawTable:
+                  tokens_per_step: int = TOKENS_PER_STEP, seed: int = 0,
+                  step_range: tuple[int, int] | None = None, size_restarts: int = 3,
+                  progress: Callable[[str], None] | None = None) -> LawTable:
     """Select (``step``, ``size``) and/or extrapolate (``target_step``, ``target_size``).
+
+    ``step_range=(lo, hi)`` fits the step law only on checkpoints with ``lo <= step <= hi``
+    (early checkpoints often do not follow a power law).
 
     The result has one row per mixture, ready for :meth:`DataMixingLaw.fit`; a table that
     still mixes several steps or sizes raises :class:`TableError` saying which option to give.
@@ -132,10 +159,15 @@ def prepare_table(table: LawTable, *, step: int | None = None, size: float | Non
         raise ValueError("give either model size (select) or target size (extrapolate), not both")
     t = table.select(step=step, size=size)
     if target_step is not None:
+        if progress is not None:
+            progress(f"step law: extrapolating every run to step {target_step}")
         t = extrapolate_steps(t, target_step, settings=step_settings,
-                              tokens_per_step=tokens_per_step, seed=seed)
+                              tokens_per_step=tokens_per_step, step_range=step_range, seed=seed)
+    elif step_range is not None:
+        raise ValueError("step_range applies to the step law; give target_step too")
     if target_size is not None:
-        t = extrapolate_sizes(t, target_size, settings=size_settings, seed=seed)
+        t = extrapolate_sizes(t, target_size, settings=size_settings, seed=seed,
+                              restarts=size_restarts, progress=progress)
     for name, col, opt in (("step", t.steps, "--step / --target-step"),
                            ("model_size", t.sizes, "--model-size / --target-size")):
         if col is not None and len(set(col.tolist())) > 1:

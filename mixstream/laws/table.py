@@ -51,6 +51,7 @@ class LawTable:
     steps: np.ndarray | None = None  # [N] int64
     sizes: np.ndarray | None = None  # [N] float64
     source: str = "<table>"
+    spread: np.ndarray | None = None  # [N, K] max - min of extrapolated losses over restarts
 
     def __len__(self) -> int:
         return int(self.mixtures.shape[0])
@@ -60,7 +61,8 @@ class LawTable:
         return replace(
             self, mixtures=self.mixtures[mask], losses=self.losses[mask],
             steps=None if self.steps is None else self.steps[mask],
-            sizes=None if self.sizes is None else self.sizes[mask])
+            sizes=None if self.sizes is None else self.sizes[mask],
+            spread=None if self.spread is None else self.spread[mask])
 
     def select(self, step: int | None = None, size: float | None = None) -> LawTable:
         """Rows at one ``step`` and/or one model ``size``; raises if none match."""
@@ -106,6 +108,7 @@ _EXPECT = {
 
 def parse_table(text: str, source: str = "<table>") -> LawTable:
     """Parse CSV text in the format of this module's docstring."""
+    text = text.removeprefix("\ufeff")  # byte-order mark (Excel's "CSV UTF-8")
     lines = [(i + 1, line) for i, line in enumerate(text.splitlines())
              if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
@@ -197,7 +200,7 @@ def read_table(path: str | os.PathLike) -> LawTable:
     """Read a CSV table (see the module docstring for the format)."""
     p = os.fspath(path)
     try:
-        with open(p, encoding="utf-8") as f:
+        with open(p, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is skipped
             text = f.read()
     except OSError as e:
         raise TableError(f"{p}: cannot read the table ({e.strerror})") from None
