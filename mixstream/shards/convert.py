@@ -388,7 +388,8 @@ def _check_split(keys: list[str], val: ValSplit, results: dict[int, UnitResult],
                              f"documents; raise it (or use --val-docs)")
         if d not in docs:
             raise ShardError(f"domain {d!r}: {rule} held out all of its "
-                             f"{docs[val_key(d)]} documents; lower it")
+                             f"{docs[val_key(d)]} documents (identical documents are held "
+                             f"out together); lower it")
 
 
 def _extra(o: ConvertOptions, s: ConvertSettings, info: TokenizerInfo | None,
