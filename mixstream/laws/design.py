@@ -63,7 +63,7 @@ def sample_mixtures(domains: int | Sequence[str], n: int | None = None, *, grid:
         r[last] = 1.0 - r.sum()
         if not ok or r[last] < -1e-12 or r[last] > cap[last] + 1e-12:
             continue
-        r = np.round(np.maximum(r, 0.0), 12)
+        r = np.round(np.maximum(r, 0.0), 12).astype(np.float64)
         key = tuple(r.tolist())
         if key in seen:
             continue

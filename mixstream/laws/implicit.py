@@ -147,7 +147,7 @@ def compare_laws(mixtures: np.ndarray, losses: np.ndarray,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", LawWarning)
             law.fit(r[tr], y[tr], loo=False, allow_underdetermined=True)
-            pe = law.predict_total(r[te], w)
+            pe = law.predict(r[te]) @ w
         pi = ImplicitMixingLaw(imp.hidden, imp.n_models, imp.steps, imp.lr, imp.weight_decay,
                                imp.seed).fit(r[tr], total[tr]).predict(r[te])
         err["explicit"] += (pe - total[te]).tolist()
