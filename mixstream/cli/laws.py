@@ -213,8 +213,9 @@ def cmd_critical(args: argparse.Namespace) -> int:
     if args.new:
         q = dict(zip(law.train_domains, _mixture(args.new, law.train_domains).tolist()))
     p = law.critical_proportion(args.val_domain, args.original, args.target_loss, q)
-    print(f"critical proportion of {args.original}: {p:.6g}   (explicit law, c fitted freely; "
-          f"the paper's two-domain estimator: pass the table instead)")
+    print(f"critical proportion of {args.original}: {p:.6g}")
+    print("(explicit law, c fitted freely; for the paper's two-domain estimator pass the "
+          "table instead)")
     if not 0 <= p <= 1:
         print("(outside [0, 1]: no mixture on this line reaches the target exactly)")
     return 0
