@@ -214,8 +214,8 @@ def cmd_critical(args: argparse.Namespace) -> int:
         q = dict(zip(law.train_domains, _mixture(args.new, law.train_domains).tolist()))
     p = law.critical_proportion(args.val_domain, args.original, args.target_loss, q)
     print(f"critical proportion of {args.original}: {p:.6g}")
-    print("(explicit law, c fitted freely; for the paper's two-domain estimator pass the "
-          "table instead)")
+    print("note: explicit law, c fitted freely; for the paper's two-domain estimator pass the "
+          "table instead", file=sys.stderr)
     if not 0 <= p <= 1:
         print("(outside [0, 1]: no mixture on this line reaches the target exactly)")
     return 0
