@@ -129,3 +129,113 @@ def test_state_round_trip_through_the_harness():
                      dropout=0.0, proxy_count=4, fit_steps=3, phases=[2, 5])
 
     check_round_trip(lambda: FakeStream(D), make_ctrl, const_losses([1.0, 2.0]), n=3, m=4)
+
+
+def _fit_a_only() -> Net:
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        model.lin.weight.zero_()
+        model.lin.weight[:, :2] = torch.tensor([[1.0, -1.0], [2.0, 0.5]]).T
+    return model
+
+
+def test_a_target_set_that_is_not_a_training_domain():
+    """Target = a named set (b-like data), not one set per domain: the mixture follows it."""
+    model = _fit_a_only()
+    stream = FakeStream(D)
+    op = OPMix(stream, ctx=ModelContext(model, mse, D), train_batches=mixed,
+               val_batches={"target": [make(1, 32, 99)]}, lora_steps=60, lora_lr=0.05, rank=2,
+               alpha=2, dropout=0.0, fit_steps=10)
+    op.run_phase()
+    assert op.decisions[0]["evals"] == ["target"]
+    assert stream.weights_at(10**9)[1] > 0.65
+    with pytest.raises(ValueError, match="target_weights"):
+        OPMix(FakeStream(D), ctx=ModelContext(model, mse, D), train_batches=mixed,
+              val_batches={"t1": [make(1, 8, 1)]}, lora_steps=1, lora_lr=0.1,
+              target_weights={"t2": 1.0})
+
+
+def test_weighted_targets_follow_the_weights():
+    model = _fit_a_only()
+    val = {"A": [make(0, 32, 5)], "B": [make(1, 32, 6)]}
+    got = []
+    for tw in ({"A": 1.0, "B": 0.0}, {"A": 0.0, "B": 1.0}):
+        stream = FakeStream(D, weights=[0.5, 0.5])
+        op = OPMix(stream, ctx=ModelContext(model, mse, D), train_batches=mixed, val_batches=val,
+                   lora_steps=40, lora_lr=0.05, rank=2, alpha=2, dropout=0.0, fit_steps=10,
+                   target_weights=tw)
+        op.run_phase()
+        got.append(stream.weights_at(10**9)[1])
+    assert got[1] > got[0] + 0.2, got
+
+
+def test_old_probe_variant_merges_the_old_adapter():
+    """pretrain_opm.py: an old probe on w_old, merged as Σ_c x_c (θ₀ + Δ_c); collapsed prior."""
+    model = _fit_a_only()
+    stream = FakeStream(D)
+    ctx = ModelContext(model, mse, D)
+    coefs = []
+    orig = ctx.merge
+    ctx.merge = lambda ads, c: coefs.append((len(ads), list(c))) or orig(ads, c)  # type: ignore
+    op = OPMix(stream, ctx=ctx, train_batches=mixed, val_batches={d: [make(k, 32, 99 + k)]
+                                                                  for k, d in enumerate(D)},
+               lora_steps=60, lora_lr=0.05, rank=2, alpha=2, dropout=0.0, fit_steps=10,
+               old_probe=True)
+    op.run_phase()
+    dec = op.decisions[0]
+    assert dec["recipe"] == "old_probe" and dec["components"] == ["old", "a", "b"]
+    assert all(n == 3 and abs(sum(c) - 1) < 1e-9 for n, c in coefs)   # old adapter included
+    assert op.budget()["probe_train_samples"] == 3 * 60 * 16          # old probe trained too
+    assert stream.weights_at(10**9)[1] > 0.5
+
+
+def test_continual_recipe_uses_data_fraction_coordinates():
+    model = _fit_a_only()
+    stream = FakeStream(D, weights=[1.0, 0.0])
+    op = OPMix(stream, ctx=ModelContext(model, mse, D), train_batches=mixed,
+               val_batches={d: [make(k, 32, 7 + k)] for k, d in enumerate(D)}, lora_steps=40,
+               lora_lr=0.05, rank=2, alpha=2, dropout=0.0, fit_steps=10)
+    op.add_domains(["b"], recipe="continual")
+    dec = op.decisions[0]
+    assert dec["recipe"] == "continual" and dec["components"] == ["old", "new"]
+    np.testing.assert_allclose(np.asarray(dec["candidates"])[:, 1], np.arange(1, 10) / 10)
+    w = stream.weights_at(10**9)
+    assert 0.2 < w[1] < 1.0 and abs(w.sum() - 1) < 1e-9
+    with pytest.raises(ValueError, match="recipe"):
+        op.add_domains(["b"], recipe="nope")
+
+
+def test_proxy_count_scales_with_components():
+    from mixstream.controllers.opmix import default_proxy_count
+    assert default_proxy_count(3) == 12 and default_proxy_count(7) == 18   # 6 domains + old
+    model = _fit_a_only()
+    op = OPMix(FakeStream(D), ctx=ModelContext(model, mse, D), train_batches=mixed,
+               val_batches={d: [make(k, 8, k)] for k, d in enumerate(D)}, lora_steps=2,
+               lora_lr=0.05, rank=2, alpha=2, dropout=0.0, fit_steps=2, proxy_count=4)
+    with pytest.warns(UserWarning, match="loosely determined"):
+        op.run_phase()
+
+
+class TiedLM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(5, 4)
+        self.mlp = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(4, 5, bias=False)
+        self.head.weight = self.emb.weight   # tied
+
+
+def test_tied_lm_head_is_not_a_lora_target():
+    """Before: default targets adapted the tied head and the merge raised "delta for
+    'head.weight', which is not a parameter"."""
+    from mixstream.model import find_linear_modules
+    model = TiedLM()
+    assert find_linear_modules(model) == ["mlp"]
+    with pytest.raises(ValueError, match="tied"):
+        find_linear_modules(model, ["head"])
+    ctx = ModelContext(model, lambda m, b: m.head(m.mlp(m.emb(b["x"]))).logsumexp(-1), ["a"])
+    base = ctx.clone(frozen=True)
+    ad = ctx.lora(base=base, rank=2)
+    with ctx.applied(ctx.merge([ad], [1.0]), base):
+        pass

@@ -63,20 +63,23 @@ def fit_loglinear(x: np.ndarray, y: np.ndarray, own: int | None = None, *, delta
 
 
 def propose_kl(t: np.ndarray, expand: np.ndarray, prior: np.ndarray,
-               kl_reg: float = 0.05) -> np.ndarray:
-    """``argmin_x mean_i exp(t_i·x) + λ KL(E x ‖ q)`` over the simplex (``t [n, M]``,
-    ``E [leaves, M]``, ``q [leaves]``); returns ``x [M]``."""
+               kl_reg: float = 0.05, weights: np.ndarray | None = None) -> np.ndarray:
+    """``argmin_x Σ_i w_i exp(t_i·x) + λ KL(E x ‖ q)`` over the simplex (``t [n, M]``,
+    ``E [leaves, M]``, ``q [leaves]``, ``w`` the evaluation weights, default ``1/n`` — the
+    released mean); returns ``x [M]``."""
     t = np.asarray(t, np.float64)
     e = np.asarray(expand, np.float64)
     q = np.maximum(np.asarray(prior, np.float64), 0)
     q = np.maximum(q / q.sum(), 1e-12)
     n, m = t.shape
+    w = np.full(n, 1.0 / n) if weights is None else np.asarray(weights, np.float64) / np.sum(
+        weights)
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         ex = np.exp(t @ x)
         p = np.maximum(e @ x, 1e-12)
-        f = ex.mean() + kl_reg * float(p @ np.log(p / q))
-        g = t.T @ ex / n + kl_reg * e.T @ (np.log(p / q) + 1)
+        f = float(w @ ex) + kl_reg * float(p @ np.log(p / q))
+        g = t.T @ (w * ex) + kl_reg * e.T @ (np.log(p / q) + 1)
         return f, g
 
     return minimize_capped_simplex(fun, np.ones(m), tol=1e-9)

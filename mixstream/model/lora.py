@@ -27,14 +27,31 @@ from torch import nn
 from mixstream.model.params import name_matches, requires_grad, training_mode
 
 
+def tied_linear_modules(model: nn.Module) -> list[str]:
+    """``nn.Linear`` modules whose weight is also another module's parameter (a tied LM head:
+    ``head.weight = embedding.weight``). Its merged delta cannot be applied by parameter name
+    (``named_parameters`` lists the shared tensor once, under the other name) and adapting it
+    would change the embedding too."""
+    owners: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        owners[id(p)] = owners.get(id(p), 0) + 1
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and owners.get(id(m.weight), 0) > 1]
+
+
 def find_linear_modules(model: nn.Module, targets: str | Sequence[str] | None = None,
                         exclude: str | Sequence[str] = ()) -> list[str]:
-    """Names of the ``nn.Linear`` modules matched by ``targets`` (all if ``None``) minus ``exclude``."""
+    """Names of the ``nn.Linear`` modules matched by ``targets`` (all if ``None``) minus ``exclude``.
+
+    With ``targets=None`` linear modules with tied weights (:func:`tied_linear_modules`) are
+    left out; naming one in ``targets`` raises.
+    """
     excl = [exclude] if isinstance(exclude, str) else list(exclude)
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     modules = dict(model.named_modules())
+    tied = tied_linear_modules(model)
     if targets is None:
-        chosen = linear
+        chosen = [n for n in linear if n not in tied]
     else:
         tl = [targets] if isinstance(targets, str) else list(targets)
         chosen = []
@@ -48,6 +65,10 @@ def find_linear_modules(model: nn.Module, targets: str | Sequence[str] | None = 
                 raise ValueError(f"LoRA target {t!r} matches {bad}, which are not nn.Linear and "
                                  f"contain none; linear modules: {linear}")
         chosen = [n for n in linear if any(name_matches(n, t) for t in tl)]
+        bad_tied = [n for n in chosen if n in tied]
+        if bad_tied:
+            raise ValueError(f"LoRA targets {bad_tied} have weights tied to another parameter "
+                             f"(e.g. a tied embedding/LM head); exclude them")
     chosen = [n for n in chosen if not any(name_matches(n, e) for e in excl)]
     if not chosen:
         raise ValueError(f"no nn.Linear module left to adapt (targets {targets}, exclude {excl}); "
