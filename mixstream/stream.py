@@ -152,6 +152,8 @@ class MixStream(IterableDataset):
         self._tracker: PositionTracker | None = None
         self._attached: dict[str, Any] = {}
         self._resume: dict[str, Any] | None = None  # a loaded checkpoint awaiting bind()
+        self._loaded: tuple[dict[str, Any], int] | None = None  # (resume, position) until read
+        self._fresh = True  # nothing delivered since the last bind/load: the topology may move
         self._lock = threading.RLock()
         self._loop_thread: int | None = None
         self._driven_by_loader = False  # bound by a MixLoader (which counts batches)
@@ -252,6 +254,8 @@ class MixStream(IterableDataset):
             self._consumed = value
             self._trained = None
             self._loop_thread = threading.get_ident()
+            if value > 0:
+                self._fresh, self._loaded = False, None
             self._begin_iteration()
 
     @property
@@ -356,19 +360,26 @@ class MixStream(IterableDataset):
                                  f"MixStream(columns=[...]) or use per-sample mode")
 
     def _refresh_topology(self) -> None:
-        """Read rank and world size now; re-bind if nothing was consumed, else refuse."""
+        """Read rank and world size now; re-bind if this process delivered nothing since the
+        last bind/load (a checkpoint loaded before the process group existed is re-applied
+        under the true topology), else refuse."""
         rank, world = resolve_topology(*self._fixed_topology)
         if (rank, world) == (self.rank, self.world_size):
             return
-        if self._tracker is not None and (self._consumed > 0 or self._tracker.batch > 0):
+        if not self._fresh:
             raise RuntimeError(
                 f"this stream was bound as rank {self.rank} of {self.world_size} but now runs as "
-                f"rank {rank} of {world} after {self._consumed} batches; initialise "
-                f"torch.distributed (or set RANK/WORLD_SIZE) before creating the MixLoader, or "
-                f"pass rank=/world_size= to MixStream")
+                f"rank {rank} of {world} after delivering batches; initialise torch.distributed "
+                f"(or set RANK/WORLD_SIZE) before iterating, or pass rank=/world_size= to "
+                f"MixStream")
         self.rank, self.world_size = rank, world
         self._plan.rank, self._plan.world_size = rank, world
         if self._tracker is not None:
+            if self._loaded is not None:  # replay the load under the true topology
+                self._resume, self._consumed = dict(self._loaded[0]), self._loaded[1]
+            elif self._tracker.batch == 0:
+                self._consumed = 0
+            self._trained = None
             self._tracker = self._new_tracker()
 
     def _topology(self) -> Topology:
@@ -387,7 +398,8 @@ class MixStream(IterableDataset):
             claims = ClaimBook(self._plan.geometry, topo.num_slots)
         else:
             old = Topology(r["batch_size"], r["world_size"], r["num_workers"])
-            claims = r["claims"]
+            book = r["claims"]  # a copy: the tracker walks (mutates) it, a replay needs the original
+            claims = ClaimBook(book.geometry, book.num_slots, book.arrays())
             if (old.batch_size, old.world_size, old.num_workers) != (
                     topo.batch_size, topo.world_size, topo.num_workers):
                 claims = self._elastic(old, topo, claims)
@@ -427,6 +439,8 @@ class MixStream(IterableDataset):
         with self._lock:
             self._consumed += 1
             self._in_next = False
+            if self._fresh:
+                self._fresh, self._loaded = False, None
 
     # -- weights ----------------------------------------------------------------------------
     def set_weights(self, weights: WeightsLike, *, from_batch: int | None = None) -> int:
@@ -583,6 +597,7 @@ class MixStream(IterableDataset):
         self._digest = hashlib.sha256(str(state.get("weight_digest", "")).encode())
         self._resume = {"batch_size": bsz, "num_workers": nw, "world_size": world, "mix": mix,
                         "claims": claims}
+        self._loaded, self._fresh = (dict(self._resume), consumed), True
         if self._tracker is not None:  # already bound: rebuild (elastic if the topology differs)
             self._tracker = self._new_tracker()
         for key, obj in self._attached.items():

@@ -452,3 +452,28 @@ def test_a_weight_change_on_one_rank_only_is_detected(tmp_path):
                        start_method="spawn")
     for rank in range(2):
         assert "ranks disagree" in open(f"{out}.{rank}").read()
+
+
+def test_a_checkpoint_loaded_before_the_group_exists_is_reapplied_under_the_true_rank(
+        tmp_path, monkeypatch):
+    """Lightning's DDP children have WORLD_SIZE but no RANK until the group starts: a checkpoint
+    loaded then was installed as rank 0 and refused at iteration ('after 4 batches')."""
+    paths = parquet_domains(tmp_path, n=900, files=1, row_group=100)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ref = []
+    for rank in range(2):
+        s = MixStream(paths, seed=0, rank=rank, world_size=2)
+        ref.append([b["id"].tolist() for _, b in zip(range(8), MixLoader(s, batch_size=4))])
+        if rank == 0:
+            s0 = MixStream(paths, seed=0, rank=0, world_size=2)
+            it = iter(MixLoader(s0, batch_size=4))
+            for _ in range(4):
+                next(it)
+            state = s0.state_dict(check_ranks=False)
+    stream = MixStream(paths, seed=0)  # reads rank 0 of 2 now (no RANK yet)
+    loader = MixLoader(stream, batch_size=4)
+    loader.load_state_dict(state)
+    monkeypatch.setenv("RANK", "1")  # the process group / launcher tells the truth later
+    got = [b["id"].tolist() for _, b in zip(range(4), loader)]
+    assert got == ref[1][4:]
