@@ -9,6 +9,10 @@ means. Under torch.distributed the sums are all-reduced, so every rank gets the 
 
 :class:`Validator` packages this as the zero-argument callable controllers take
 (``Aioli(stream, validate=Validator(loss_fn, model, val_batches, stream.domains))``).
+
+Targets that are not training domains: pass a mapping ``{name: batches}`` whose names are the
+target sets and omit ``domains`` (``Validator(loss_fn, model, {"target": batches})``); the
+result is ``{name: loss}``, which ``Aioli(targets=[...])`` consumes.
 """
 
 from __future__ import annotations
@@ -99,7 +103,13 @@ class Validator:
 
     def __init__(self, loss_fn: LossFn, model: torch.nn.Module,
                  batches: Iterable[Batch] | Mapping[str, Iterable[Batch]],
-                 domains: Sequence[str], *, max_batches: int | None = None) -> None:
+                 domains: Sequence[str] | None = None, *,
+                 max_batches: int | None = None) -> None:
+        if domains is None:
+            if not isinstance(batches, Mapping):
+                raise ValueError("give domains=..., or a mapping {set name: batches} whose "
+                                 "names are the validation/target sets")
+            domains = list(batches)
         self.loss_fn, self.model, self.batches = loss_fn, model, batches
         self.domains, self.max_batches = list(domains), max_batches
         self.calls = 0

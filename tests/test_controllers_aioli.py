@@ -110,3 +110,66 @@ def test_round_trip():
         return Aioli(stream, validate=validate, update_steps=20, lp_rounds=1, lp_steps=2,
                      one_hot_factor=0.7)
     check_round_trip(lambda: FakeStream(D, lag=16), make, const_losses([1, 2, 3]), n=13, m=40)
+
+
+def test_target_set_that_is_not_a_training_domain():
+    """target ≠ sources: one target set whose loss only domain c (and a bit b) lowers."""
+    a_t = np.array([[0.0, 0.05, 0.30]])
+
+    class TargetSim(SimModel):
+        def __init__(self):
+            super().__init__()
+            self.loss = np.full(1, 5.0)
+
+        def train(self, ids):
+            share = np.bincount(ids.numpy(), minlength=3) / len(ids)
+            self.loss = self.loss - self.lr * a_t @ share
+
+        def validate(self):
+            self.evals += 1
+            return {"target": float(self.loss[0])}
+
+    s = FakeStream(D, batch_size=16)
+    m = TargetSim()
+    c = Aioli(s, validate=m.validate, update_steps=40, lp_rounds=2, lp_steps=3,
+              one_hot_factor=1.0, ema=None, eta=1.0, targets=["target"])
+    run(c, s, m, 40)
+    np.testing.assert_allclose(c.mixing_matrix, a_t / a_t.sum(), rtol=1e-9)
+    expect = np.exp(a_t[0] / a_t.sum())
+    np.testing.assert_allclose(c.weight_vector, expect / expect.sum(), rtol=1e-9)
+    assert c.weight_vector.argmax() == 2
+    with pytest.raises(ValueError, match="diagonal"):
+        Aioli(FakeStream(D), targets=["t"], diagonal=True)
+
+
+def test_weighted_targets_with_smoothed_probes_and_resume():
+    a_t = np.array([[0.3, 0.0, 0.0], [0.0, 0.0, 0.3]])
+
+    class Sim2(SimModel):
+        def __init__(self):
+            super().__init__()
+            self.loss = np.full(2, 5.0)
+
+        def train(self, ids):
+            share = np.bincount(ids.numpy(), minlength=3) / len(ids)
+            self.loss = self.loss - self.lr * a_t @ share
+
+        def validate(self):
+            return {"x": float(self.loss[0]), "y": float(self.loss[1])}
+
+    s = FakeStream(D, batch_size=16)
+    m = Sim2()
+    c = Aioli(s, validate=m.validate, update_steps=40, lp_rounds=2, lp_steps=3, ema=None,
+              eta=5.0, targets={"x": 0.9, "y": 0.1})
+    run(c, s, m, 40)
+    w = c.weight_vector
+    assert w[0] > w[2] > w[1] - 1e-9, w             # weighted towards target x's helper
+
+    def make(stream):
+        sim = Sim2()
+        ctrl = Aioli(stream, update_steps=40, lp_rounds=2, lp_steps=3, ema=None,
+                     targets={"x": 0.9, "y": 0.1})
+        ctrl.validate = lambda: {"x": 5.0 - 0.01 * ctrl.step, "y": 5.0 - 0.02 * ctrl.step}
+        del sim
+        return ctrl
+    check_round_trip(lambda: FakeStream(D, lag=16), make, const_losses([1, 2, 3]), n=13, m=40)

@@ -52,3 +52,12 @@ def test_errors():
     with pytest.raises(ValueError, match="non-finite"):
         per_domain_loss(seq_loss, model, [{"domain": torch.tensor([0]),
                                            "x": torch.tensor([float("inf")])}], D)
+
+
+def test_named_target_sets_that_are_not_domains():
+    model = Scale()
+    v = Validator(seq_loss, model, {"target": [{"x": torch.tensor([1.0, 3.0])}],
+                                    "code_eval": [{"x": torch.tensor([5.0])}]})
+    assert v() == {"target": 4.0, "code_eval": 10.0}
+    with pytest.raises(ValueError, match="mapping"):
+        Validator(seq_loss, model, [{"x": torch.tensor([1.0])}])

@@ -25,11 +25,20 @@ round])``. Needs ``validate=`` (or :meth:`observe_validation` whenever
 :meth:`wants_validation` is True); call ``feedback`` after ``optimizer.step()``.
 Defaults: the README's 2-domain example (lp_rounds 4, lp_steps 4, eta 0.2, ema 0.1,
 update_steps 250, one_hot_factor 0.625, normalised A).
+
+Targets. By default the validation sets are the training domains (``A`` is ``K x K`` and
+``p ∝ exp(η Σ_i Ā[i, :])``). ``targets=`` names validation sets that need not be training
+domains — a list (equal weights), or ``{name: weight}`` — and then ``A`` is ``T x K`` (row
+``i``: how much target ``i``'s loss drops under probe ``j``) and ``p ∝ exp(η Σ_i w_i Ā[i, :])``
+(the default weights are 1 each, so one set per domain reproduces the released rule). The
+``validate`` callable then returns ``{target name: loss}``, e.g.
+``Validator(loss_fn, model, {"target": batches})``. ``diagonal=True`` needs square ``A`` (no
+targets). See ``docs/methods/aioli.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -46,11 +55,14 @@ def probe_mixture(j: int, k: int, one_hot_factor: float) -> np.ndarray:
 
 def aioli_matrix(a_sum: np.ndarray, lp_rounds: int, one_hot_factor: float, *,
                  diagonal: bool = False, normalize: bool = True) -> np.ndarray:
-    """From accumulated loss drops (``a_sum[i, j]``: drop of domain i under probe j) to A."""
-    k = a_sum.shape[0]
+    """From accumulated loss drops (``a_sum[i, j]``: drop of validation set i under probe j)
+    to A (``[T, K]``; ``T = K`` when the validation sets are the domains)."""
+    k = a_sum.shape[1]
     a = a_sum / lp_rounds
     if one_hot_factor != 1:
         if diagonal:
+            if a.shape[0] != k:
+                raise ValueError("diagonal de-mixing needs a square A (one set per domain)")
             a = a.copy()
             a[np.diag_indices(k)] /= one_hot_factor
         else:
@@ -74,8 +86,24 @@ class Aioli(Controller):
                  = None, update_steps: int = 250, lp_rounds: int = 4, lp_steps: int = 4,
                  eta: float = 0.2, ema: float | None = 0.1, one_hot_factor: float = 0.625,
                  diagonal: bool = False, normalize: bool = True, warmup_steps: int = 0,
-                 seed: int = 0, observer: Observer | None = None) -> None:
+                 seed: int = 0, observer: Observer | None = None,
+                 targets: Sequence[str] | Mapping[str, float] | None = None) -> None:
         super().__init__(stream, observer=observer, validate=validate)
+        if targets is not None:
+            names = list(targets)
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"targets must be distinct names, got {names}")
+            tw = [float(targets[n]) for n in names] if isinstance(targets, Mapping) else \
+                [1.0] * len(names)
+            if not all(np.isfinite(tw)) or min(tw) < 0 or sum(tw) <= 0:
+                raise ValueError(f"target weights must be >= 0 and not all 0, got {tw}")
+            if diagonal:
+                raise ValueError("diagonal=True needs one validation set per training domain; "
+                                 "drop targets= or diagonal")
+            self.val_names = names
+            self.target_weights = np.asarray(tw, dtype=np.float64)
+        else:
+            self.target_weights = np.ones(self.K)
         if self.K < 2:
             raise ValueError("Aioli needs at least 2 domains")
         if lp_rounds < 1 or lp_steps < 1:
@@ -104,7 +132,7 @@ class Aioli(Controller):
         self.probe_steps = 0
         self.l_start: np.ndarray | None = None
         self.last_val: tuple[int, list[float]] | None = None  # (consumed_samples, losses)
-        self.a_sum = np.zeros((self.K, self.K))
+        self.a_sum = np.zeros((len(self.val_names), self.K))
         self.a_bar: np.ndarray | None = None
         self.log_p = np.zeros(self.K)
         self.a_history: list[list[list[float]]] = []
@@ -137,7 +165,7 @@ class Aioli(Controller):
         rng = np.random.default_rng([self.seed, self.round])
         self.order = [int(j) for _ in range(self.lp_rounds) for j in rng.permutation(self.K)]
         self.round_start, self.probe = self.step, 0
-        self.a_sum = np.zeros((self.K, self.K))
+        self.a_sum = np.zeros((len(self.val_names), self.K))
         return self._begin_probe()
 
     def _begin_probe(self) -> np.ndarray:
@@ -194,9 +222,9 @@ class Aioli(Controller):
         self.a_history.append(a.tolist())
         if self.ema is not None:
             self.a_bar = a if self.a_bar is None else (1 - self.ema) * a + self.ema * self.a_bar
-            self.log_p = self.eta * self.a_bar.sum(0)
+            self.log_p = self.eta * (self.target_weights @ self.a_bar)
         else:
-            self.log_p = self.log_p + self.eta * a.sum(0)
+            self.log_p = self.log_p + self.eta * (self.target_weights @ a)
         self.round += 1
         self.phase = "exploit"
         p = np.exp(self.log_p - self.log_p.max())

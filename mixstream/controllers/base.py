@@ -127,6 +127,9 @@ class Controller:
         self._weights = normalise(as_vector(stream.weights, self.domains, "stream.weights"))
         self.observer = observer
         self.validate = validate
+        # names of the validation sets: one per training domain unless a controller takes
+        # target sets that are not training domains (Aioli's ``targets``)
+        self.val_names: list[str] = list(self.domains)
         self.last_from_sample: int | None = None
         if attach:
             stream.attach(self)
@@ -195,14 +198,16 @@ class Controller:
 
     def observe_validation(self, losses: Mapping[str, float] | Sequence[float]
                            ) -> dict[str, float] | None:
-        """Give per-domain validation losses; returns new sampling weights if they changed."""
-        vec = as_vector(losses, self.domains, "validation losses") if isinstance(
+        """Give validation losses (one per :attr:`val_names`: the domains, or the controller's
+        target sets); returns new sampling weights if they changed."""
+        names = self.val_names
+        vec = as_vector(losses, names, "validation losses") if isinstance(
             losses, Mapping) else np.asarray(losses, dtype=np.float64)
-        if vec.shape != (self.K,) or not np.all(np.isfinite(vec)):
-            raise ValueError(f"validation losses must be {self.K} finite values for domains "
-                             f"{self.domains}, got {np.asarray(vec).tolist()}")
+        if vec.shape != (len(names),) or not np.all(np.isfinite(vec)):
+            raise ValueError(f"validation losses must be {len(names)} finite values for "
+                             f"{names}, got {np.asarray(vec).tolist()}")
         if self.observer is not None:
-            self.observer.on_validation(self.step, to_dict(vec, self.domains))
+            self.observer.on_validation(self.step, to_dict(vec, names))
         new = self.update_validation(vec)
         return self._push(new) if new is not None else None
 
