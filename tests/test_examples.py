@@ -86,6 +86,14 @@ def weight_events(path: Path) -> list[dict]:
     return [e for e in events if e["event"] == "weights" and e["kind"] != "initial"]
 
 
+def check_ranks(per_rank: list[dict[int, list[dict]]]) -> None:
+    """Every step: ranks trained on disjoint samples and saw identical weights."""
+    for step in per_rank[0]:
+        seen = [i for ra in per_rank for r in ra[step] for i in r["index"]]
+        assert len(seen) == len(set(seen)), f"step {step}: ranks trained on the same samples"
+        assert len({json.dumps(ra[step][0]["weights"]) for ra in per_rank}) == 1
+
+
 def kill_and_resume(script: str, tmp_path: Path, data: str, *, procs: int = 1,
                     mode: str = "python", extra: list[str] | None = None) -> None:
     extra = extra or []
@@ -97,27 +105,24 @@ def kill_and_resume(script: str, tmp_path: Path, data: str, *, procs: int = 1,
         assert "SIGKILL" in a.stdout, a.stdout[-4000:]
     else:
         assert a.returncode == -signal.SIGKILL, a.stdout[-4000:]
+    runs_a = [records(out, "A", rank) for rank in range(procs)]
+    for rank, ra in enumerate(runs_a):
+        assert sorted(ra) == list(range(1, STEPS + 1)), f"rank {rank}: A trained {sorted(ra)}"
+    if procs > 1:
+        check_ranks(runs_a)
+
     b = launch(script, out, data, [*extra, "--resume"], procs=procs, mode=mode, tag="B")
     assert b.returncode == 0, b.stdout[-6000:]
-
-    per_rank = []
-    for rank in range(procs):
-        ra, rb = records(out, "A", rank), records(out, "B", rank)
-        assert sorted(ra) == list(range(1, STEPS + 1)), f"rank {rank}: A trained {sorted(ra)}"
+    runs_b = [records(out, "B", rank) for rank in range(procs)]
+    for rank, (ra, rb) in enumerate(zip(runs_a, runs_b)):
         assert sorted(rb) == list(range(SAVE + 1, STEPS + 1)), f"rank {rank}: B {sorted(rb)}"
         for step in rb:
             for x, y in zip(ra[step], rb[step], strict=True):
                 for key in ("tokens", "shape", "domain", "index", "loss", "weights"):
                     assert x[key] == y[key], f"rank {rank} step {step}: {key} differs"
-        per_rank.append(ra)
     wa, wb = weight_events(out / "mix-A.jsonl"), weight_events(out / "mix-B.jsonl")
     assert wb, "the controller never changed the weights: the test would prove nothing"
     assert wb == [e for e in wa if e["step"] > SAVE]
-    if procs > 1:
-        for step in range(1, STEPS + 1):
-            seen = [i for ra in per_rank for r in ra[step] for i in r["index"]]
-            assert len(seen) == len(set(seen)), f"step {step}: ranks trained on the same samples"
-            assert len({json.dumps(ra[step][0]["weights"]) for ra in per_rank}) == 1
 
 
 pytestmark = pytest.mark.slow
@@ -138,15 +143,10 @@ def test_lightning_resumes_exactly(tmp_path: Path, data: str) -> None:
     kill_and_resume("train_lightning.py", tmp_path, data)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "core bug, reported to the stream's owner: Lightning's launcher creates the MixLoader before "
-    "torch.distributed starts (children have WORLD_SIZE and LOCAL_RANK but no RANK), and "
-    "MixStream.load_state_dict installs the checkpoint under that stale topology, then refuses "
-    "at iteration ('bound as rank 0 of 2 but now runs as rank 1 of 2 after 4 batches'). "
-    "Re-reading the topology in load_state_dict while nothing was read yet fixes it (verified "
-    "on a copy); remove this marker then"))
 def test_lightning_ddp_two_processes(tmp_path: Path, data: str) -> None:
     pytest.importorskip("lightning")
+    # the MixLoader is created before Lightning starts torch.distributed: the stream re-reads
+    # its rank when the checkpoint is loaded and when iteration starts
     kill_and_resume("train_lightning.py", tmp_path, data, procs=2, mode="devices")
 
 
