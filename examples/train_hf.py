@@ -44,7 +44,6 @@ def main() -> None:
                              gradient_accumulation_steps=a.grad_accum, learning_rate=1e-3,
                              warmup_steps=2, logging_steps=5, use_cpu=True, report_to="none",
                              seed=0)
-    # the stream after TrainingArguments: under torchrun that is where the ranks are known
     stream = MixStream(build_shards(a.data or os.path.join(a.out, "shards")), seed=0)
     loader = MixLoader(stream, batch_size=a.batch_size, num_workers=a.workers)
     ODM(stream, warmup=2, observer=MixLogger(a.mixlog or os.path.join(a.out, "mix.jsonl")))
