@@ -293,7 +293,8 @@ def _read_json_array(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
     except (ValueError, pa.ArrowInvalid) as e:
         raise InputError(_position(e, path, piece.file.compression),
                          f"malformed JSON ({e})", "fix the file (a JSON array of objects, or "
-                         "one object per line)") from e
+                         "one object per line; --skip-bad can skip bad lines of JSON Lines, "
+                         "not records inside one JSON array)") from e
 
 
 def _read_hf(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
