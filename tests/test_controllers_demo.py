@@ -84,20 +84,37 @@ def test_format_table():
 
 
 def test_demo_end_to_end_small(tmp_path):
-    cfg = DemoConfig(workdir=str(tmp_path), corpus=str(SAMPLE), seconds=1.0, batch_size=4,
-                     seq_len=32, vocab_size=300, evals=1, val_rows=4,
-                     model={"d_model": 32, "n_layer": 1, "n_head": 2})
+    cfg = DemoConfig(workdir=str(tmp_path), corpus=str(SAMPLE), controller="odm", seeds=2,
+                     steps=6, batch_size=4, seq_len=32, vocab_size=300, evals=1, val_rows=4,
+                     noise_domains=1, model={"d_model": 32, "n_layer": 1, "n_head": 2})
     said: list[str] = []
-    base, online = run_demo(cfg, say=said.append)
-    assert base.steps == online.steps >= 1
-    assert set(base.val) == set(online.val) and len(base.val) == 8
-    assert (tmp_path / "uniform.jsonl").exists() and (tmp_path / "odm.jsonl").exists()
+    runs = run_demo(cfg, say=said.append)
+    assert [(r.name, r.seed) for r in runs] == [("uniform", 0), ("odm", 0), ("uniform", 1),
+                                                 ("odm", 1)]
+    assert all(r.steps == 6 for r in runs)
+    # the target is the text domains only; the noise domain is trained on, never validated
+    assert all(set(r.val) == set(runs[0].val) and len(r.val) == 8 for r in runs)
+    assert "noise1" in runs[1].final_weights and "noise1" not in runs[1].val
+    for r in runs:
+        assert Path(r.log).exists() and Path(r.log).name == f"{r.name}_seed{r.seed}.jsonl"
     assert any("per-domain validation loss" in s for s in said)
+    line = next(s for s in said if s.startswith("odm - uniform"))
+    assert "95 % CI [" in line and "2 paired seeds" in line
+    assert any(s.startswith("verdict: odm is ") for s in said)
+
+
+def test_demo_paired_ci():
+    from mixstream.demo.run import mean_ci
+    m, h = mean_ci([-0.1, -0.2, -0.3])
+    assert m == pytest.approx(-0.2) and h == pytest.approx(4.303 * 0.1 / 3 ** 0.5, rel=1e-3)
 
 
 def test_demo_cli_registered_and_validates():
     from mixstream.cli.main import build_parser, main
-    args = build_parser().parse_args(["demo", "--controller", "ado", "--seconds", "5"])
-    assert args.controller == "ado" and callable(args.func)
-    with pytest.raises(SystemExit, match="--seconds must be > 0"):
-        main(["demo", "--seconds", "0"])
+    args = build_parser().parse_args(["demo", "--controller", "odm", "--steps", "5"])
+    assert args.controller == "odm" and callable(args.func) and args.seeds == 3
+    assert build_parser().parse_args(["demo"]).controller == "ado"
+    with pytest.raises(SystemExit, match="--steps must be > 0"):
+        main(["demo", "--steps", "0"])
+    with pytest.raises(SystemExit, match="--seeds must be > 0"):
+        main(["demo", "--seeds", "0"])

@@ -91,8 +91,15 @@ class DemoData:
 
 
 def build(workdir: str | Path, *, corpus: str | Path | None = None, vocab_size: int = 2048,
-          seq_len: int = 128, val_rows: int = 32) -> DemoData:
-    """Tokenize the corpus and write one shard directory per domain under ``workdir``."""
+          seq_len: int = 128, val_rows: int = 32, noise_domains: int = 0,
+          seed: int = 0) -> DemoData:
+    """Tokenize the corpus and write one shard directory per domain under ``workdir``.
+
+    ``noise_domains`` adds that many domains of uniformly random token ids (``noise1``, ...),
+    each as large as the biggest real domain: scraped garbage that no model can learn, the
+    simplest case where the mixture matters. They have no validation rows (the demo's target is
+    the mean validation loss over the real domains).
+    """
     try:
         from mixstream import write_shards  # type: ignore[attr-defined]
     except ImportError:
@@ -115,5 +122,19 @@ def build(workdir: str | Path, *, corpus: str | Path | None = None, vocab_size: 
                      rows_per_block=64, overwrite=True)
         dirs[d] = str(out)
         tokens[d] = int(train.size)
+    names = list(texts)
+    if noise_domains:
+        rng = np.random.default_rng(seed)
+        n_rows = max(tokens.values()) // (seq_len + 1)
+        for i in range(1, noise_domains + 1):
+            d = f"noise{i}"
+            rows = rng.integers(0, tok.get_vocab_size(), size=(n_rows, seq_len + 1),
+                                dtype=np.uint16)
+            out = work / "shards" / d
+            write_shards({"input_ids": rows}, out, domain=d, token_column="input_ids",
+                         rows_per_block=64, overwrite=True)
+            dirs[d] = str(out)
+            tokens[d] = int(rows.size)
+            names.append(d)
     tok.save(str(work / "tokenizer.json"))
-    return DemoData(list(texts), dirs, val, tokens, tok.get_vocab_size())
+    return DemoData(names, dirs, val, tokens, tok.get_vocab_size())

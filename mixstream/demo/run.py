@@ -1,13 +1,22 @@
-"""The end-to-end demo: uniform mixture vs an online controller on the sample corpus.
+"""The end-to-end demo: does an online controller beat the uniform mixture, by how much, how sure?
 
-1. build shards from the corpus (:mod:`.corpus`);
-2. train the tiny GPT for ``seconds`` with the uniform mixture (``StaticMixture``, logged);
-3. train a fresh copy (same seed, same number of steps) with ODM or ADO;
-4. print per-domain validation losses side by side and plot both runs' mixtures and losses.
+Scenario: the packaged sample corpus (six real-text domains) plus ``noise_domains`` domains of
+random tokens — scraped garbage, as large as the biggest real domain. Uniform sampling spends a
+quarter of the compute on text that cannot be learned; the target is the mean validation loss
+over the real domains. For each of ``seeds`` paired seeds (same initial model, same per-domain
+sample order) the demo trains
+
+1. the uniform mixture (``StaticMixture``, logged), and
+2. the same model with an online controller (default ADO) for the same number of steps,
+
+then prints the per-seed losses, the mean difference with its 95 % t interval, and per-domain
+losses; ``mixstream demo`` plots seed 0's two runs. The benchmark suite
+(``benchmarks/mixing``) measures every controller on this and five other diagnostics.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,25 +33,31 @@ from .corpus import DemoData, build
 from .model import GPTConfig, TinyGPT
 from .train import TrainResult, sequence_loss, train
 
-CONTROLLERS = ("odm", "ado")
+CONTROLLERS = ("ado", "odm")
+# t quantiles (0.975) for the demo's CI; scipy is not a dependency of the demo.
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228}
 
 
 @dataclass
 class DemoConfig:
     workdir: str = "mixstream-demo"
     corpus: str | None = None
-    controller: str = "odm"
-    seconds: float = 60.0
+    controller: str = "ado"
+    seeds: int = 3
+    steps: int = 300
+    noise_domains: int = 2
     batch_size: int = 16
-    seq_len: int = 128
-    vocab_size: int = 2048
+    seq_len: int = 64
+    vocab_size: int = 512
     lr: float = 3e-3
-    warmup_steps: int = 10
-    evals: int = 4              # validation points per run (the last one at the end)
+    warmup_steps: int = 15
+    evals: int = 3              # validation points per run (the last one at the end)
     val_rows: int = 32
     num_workers: int = 0
-    seed: int = 0
-    model: dict[str, Any] = field(default_factory=dict)  # extra GPTConfig fields
+    seed: int = 0               # first seed; seeds are seed, seed+1, ...
+    model: dict[str, Any] = field(default_factory=lambda: {"d_model": 64, "n_layer": 2,
+                                                           "n_head": 4})
 
 
 @dataclass
@@ -54,12 +69,13 @@ class RunResult:
     val: dict[str, float]
     final_weights: dict[str, float]
     log: str
+    seed: int = 0
 
 
 def make_controller(name: str, stream: Any, log: MixLogger, steps_hint: int) -> Controller:
-    """The demo's controller settings, scaled to a run of about ``steps_hint`` steps."""
+    """The demo's controller settings, scaled to a run of ``steps_hint`` steps."""
     if name == "odm":
-        return ODM(stream, warmup=max(5, steps_hint // 10), observer=log)
+        return ODM(stream, warmup=max(5, steps_hint // 25), observer=log)
     if name == "ado":
         every = max(10, steps_hint // 8)
         return ADO(stream, prior="uniform", start_step=every, update_interval=every,
@@ -68,53 +84,67 @@ def make_controller(name: str, stream: Any, log: MixLogger, steps_hint: int) -> 
     raise ValueError(f"unknown demo controller {name!r}; choose from {CONTROLLERS}")
 
 
-def _lr_schedule(lr: float, warmup: int) -> Callable[[torch.optim.Optimizer, int], None]:
+def _lr_schedule(lr: float, warmup: int, total: int) -> Callable[[torch.optim.Optimizer, int],
+                                                                  None]:
+    """Linear warm-up, then cosine decay to 10 %: without a decay the final loss mostly
+    reflects the last batches' noise, which would swamp a mixture effect."""
     def set_lr(opt: torch.optim.Optimizer, step: int) -> None:
+        if step < warmup:
+            f = (step + 1) / max(1, warmup)
+        else:
+            p = min(1.0, (step - warmup) / max(1, total - warmup))
+            f = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+            g["lr"] = lr * f
     return set_lr
 
 
-def run_one(cfg: DemoConfig, data: DemoData, name: str, *, chunks: list[int] | None,
-            say: Callable[[str], None]) -> tuple[RunResult, list[int]]:
-    """Train one model; ``chunks`` = steps per evaluation interval (None: split ``seconds``)."""
+def run_one(cfg: DemoConfig, data: DemoData, name: str, seed: int,
+            say: Callable[[str], None]) -> RunResult:
+    """Train one model for ``cfg.steps`` steps from seed ``seed``; validate ``cfg.evals`` times."""
     from mixstream import MixLoader, MixStream
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     model = TinyGPT(GPTConfig(vocab_size=data.vocab_size, seq_len=cfg.seq_len, **cfg.model))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    stream = MixStream(data.shard_dirs, seed=cfg.seed)
+    stream = MixStream(data.shard_dirs, seed=seed)
     loader = MixLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    log_path = Path(cfg.workdir) / f"{name}.jsonl"
+    log_path = Path(cfg.workdir) / f"{name}_seed{seed}.jsonl"
     log = MixLogger(log_path, append=False, log_every=1)
-    steps_hint = sum(chunks) if chunks else 100
     mixer = (StaticMixture(stream, observer=log) if name == "uniform"
-             else make_controller(name, stream, log, steps_hint))
+             else make_controller(name, stream, log, cfg.steps))
     val_batches = {d: [{"input_ids": torch.from_numpy(rows[i:i + 32].astype("int64"))}
                        for i in range(0, len(rows), 32)] for d, rows in data.val.items()}
-    validate = Validator(sequence_loss, model, val_batches, data.domains)
-    sched = _lr_schedule(cfg.lr, cfg.warmup_steps)
+    validate = Validator(sequence_loss, model, val_batches, list(data.val))
+    sched = _lr_schedule(cfg.lr, cfg.warmup_steps, cfg.steps)
     it = iter(loader)
-    done: list[int] = []
     total = TrainResult()
-    n_chunks = len(chunks) if chunks else cfg.evals
+    n_chunks = max(1, cfg.evals)
+    bounds = [round(cfg.steps * (c + 1) / n_chunks) for c in range(n_chunks)]
     val: dict[str, float] = {}
-    for c in range(n_chunks):
-        res = train(model, opt, it, seconds=None if chunks else cfg.seconds / n_chunks,
-                    max_steps=chunks[c] if chunks else None, mixer=mixer,
+    for b in bounds:
+        res = train(model, opt, it, max_steps=b - total.steps, mixer=mixer,
                     lr_schedule=lambda o, s: sched(o, s + total.steps))
-        done.append(res.steps)
         total.steps += res.steps
         total.seconds += res.seconds
         total.tokens += res.tokens
         val = validate()
         log.on_validation(total.steps, val)
-        say(f"  [{name}] step {total.steps:4d}  {total.seconds:5.1f}s  "
-            f"val mean {sum(val.values()) / len(val):.3f}")
+    say(f"  seed {seed} {name:>8}: {total.steps} steps {total.seconds:5.1f}s  "
+        f"val mean {sum(val.values()) / len(val):.4f}")
     log.close()
-    result = RunResult(name, total.steps, total.seconds, total.tokens_per_second, val,
-                       mixer.weights, str(log_path))
-    return result, done
+    return RunResult(name, total.steps, total.seconds, total.tokens_per_second, val,
+                     mixer.weights, str(log_path), seed)
+
+
+def mean_ci(x: list[float]) -> tuple[float, float]:
+    """Mean and 95 % t half-width (paired differences over seeds)."""
+    n = len(x)
+    m = sum(x) / n
+    if n < 2:
+        return m, float("nan")
+    sd = math.sqrt(sum((v - m) ** 2 for v in x) / (n - 1))
+    return m, T975.get(n - 1, 1.96) * sd / math.sqrt(n)
 
 
 def format_table(runs: list[RunResult]) -> str:
@@ -140,24 +170,58 @@ def format_table(runs: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def _mean_run(runs: list[RunResult]) -> RunResult:
+    """Seed-mean of per-domain losses and final weights (for the per-domain table)."""
+    n = len(runs)
+    val = {d: sum(r.val[d] for r in runs) / n for d in runs[0].val}
+    wts = {d: sum(r.final_weights[d] for r in runs) / n for d in runs[0].final_weights}
+    return RunResult(runs[0].name, runs[0].steps, sum(r.seconds for r in runs),
+                     sum(r.tokens_per_second for r in runs) / n, val, wts, runs[0].log)
+
+
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> list[RunResult]:
+    """Uniform vs ``cfg.controller`` over ``cfg.seeds`` paired seeds; returns every run
+    (uniform and controller alternating, seed by seed)."""
     if cfg.controller not in CONTROLLERS:
         raise ValueError(f"unknown demo controller {cfg.controller!r}; choose from {CONTROLLERS}")
+    if cfg.seeds < 1 or cfg.steps < 1:
+        raise ValueError(f"the demo needs seeds >= 1 and steps >= 1, got {cfg.seeds}, "
+                         f"{cfg.steps}")
     Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = build(cfg.workdir, corpus=cfg.corpus, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
-                 val_rows=cfg.val_rows)
-    say(f"corpus: {len(data.domains)} domains, "
-        + ", ".join(f"{d} {data.tokens[d] // 1000}k" for d in data.domains)
+                 val_rows=cfg.val_rows, noise_domains=cfg.noise_domains, seed=cfg.seed)
+    say(f"corpus: {len(data.val)} text domains + {cfg.noise_domains} noise domain(s) of random "
+        f"tokens; " + ", ".join(f"{d} {data.tokens[d] // 1000}k" for d in data.domains)
         + f" training tokens; BPE vocab {data.vocab_size} ({time.perf_counter() - t0:.1f}s)")
     n_params = TinyGPT(GPTConfig(vocab_size=data.vocab_size, seq_len=cfg.seq_len,
                                  **cfg.model)).num_params()
-    say(f"model: TinyGPT {n_params / 1e6:.2f}M parameters, seq {cfg.seq_len}, "
-        f"batch {cfg.batch_size}")
-    base, chunks = run_one(cfg, data, "uniform", chunks=None, say=say)
-    online, _ = run_one(cfg, data, cfg.controller, chunks=chunks, say=say)
+    say(f"model: TinyGPT {n_params / 1e6:.2f}M parameters, seq {cfg.seq_len}, batch "
+        f"{cfg.batch_size}, {cfg.steps} steps per run; target: mean validation loss over the "
+        f"text domains; {cfg.seeds} paired seeds")
+    runs: list[RunResult] = []
+    for s in range(cfg.seed, cfg.seed + cfg.seeds):
+        runs.append(run_one(cfg, data, "uniform", s, say))
+        runs.append(run_one(cfg, data, cfg.controller, s, say))
+    base, online = runs[0::2], runs[1::2]
+
+    def mean_val(r: RunResult) -> float:
+        return sum(r.val.values()) / len(r.val)
+    diffs = [mean_val(o) - mean_val(b) for b, o in zip(base, online)]
+    m, h = mean_ci(diffs)
     say("")
-    say(f"per-domain validation loss (nats/token) after {base.steps} steps each "
-        f"({base.tokens_per_second:.0f} / {online.tokens_per_second:.0f} tokens/s):")
-    say(format_table([base, online]))
-    return [base, online]
+    say(f"per-domain validation loss (nats/token), mean of {cfg.seeds} seeds; "
+        f"weight = {cfg.controller}'s final sampling weight:")
+    say(format_table([_mean_run(base), _mean_run(online)]))
+    say("")
+    noise_w = sum(sum(v for d, v in r.final_weights.items() if d.startswith("noise"))
+                  for r in online) / len(online)
+    say(f"{cfg.controller} - uniform, mean validation loss over the text domains: "
+        f"{m:+.4f} nats/token, 95 % CI [{m - h:+.4f}, {m + h:+.4f}] over {cfg.seeds} paired "
+        f"seeds ({', '.join(f'{d:+.4f}' for d in diffs)}); final noise weight "
+        f"{noise_w:.3f} (uniform: {cfg.noise_domains / len(data.domains):.3f})")
+    if cfg.seeds >= 2:
+        verdict = ("better than uniform" if m + h < 0 else "worse than uniform" if m - h > 0
+                   else "not distinguishable from uniform at these seeds")
+        say(f"verdict: {cfg.controller} is {verdict} (CI {'excludes' if m + h < 0 or m - h > 0 else 'includes'} 0)")
+    return runs
