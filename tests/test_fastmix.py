@@ -9,7 +9,7 @@ from controller_fakes import FakeStream
 from controller_harness import assert_on_simplex, check_round_trip
 
 from mixstream.controllers import FastMix
-from mixstream.controllers.fastmix import fastmix_hypergrad, softmax
+from mixstream.controllers.fastmix import fastmix_hypergrad, fastmix_preset, softmax
 from mixstream.model import ModelContext
 
 torch.set_num_threads(1)
@@ -148,3 +148,71 @@ def test_state_round_trip():
 
     ref = check_round_trip(lambda: FakeStream(D, seed=1), make, loss_fn, n=20, m=20)
     assert ref[0][1] != ref[-1][1]  # the loss weights moved (not vacuous)
+
+
+def _search(fm, model, stream, steps):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(steps):
+        ids = stream.next_batch()
+        batch = make_batch(ids, step)
+        loss = fm.weighted_loss(ids, mse(model, batch))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        fm.feedback(batch=batch, lr=0.05)
+    return np.array(list(fm.final_weights().values()))
+
+
+def test_defaults_take_enough_outer_updates_to_move():
+    """With the released every=20, lr=0.01, 200 steps give 10 outer updates and |Δz| <= 0.1:
+    p stays near uniform. The defaults must find the source matching the target."""
+    torch.manual_seed(0)
+    model = Head()
+    stream = FakeStream(D, batch_size=24)
+    val = [make_batch(torch.zeros(32, dtype=torch.long), 10_000 + i) for i in range(4)]
+    p = _search(FastMix(stream, ctx=ModelContext(model, mse, D), val_batches=val), model,
+                stream, 200)
+    assert p[0] > 0.5 and p[0] > p[1] > p[2], p
+    torch.manual_seed(0)
+    model = Head()
+    stream = FakeStream(D, batch_size=24)
+    released = FastMix(stream, ctx=ModelContext(model, mse, D), val_batches=val,
+                       **fastmix_preset("released_pretrain"))
+    assert _search(released, model, stream, 200).max() < 0.45     # barely moved
+
+
+def test_named_weighted_target_sets_not_training_domains():
+    """target ≠ sources: targets built from sources 0 and 1, weighted 0.7/0.3; source 2 (which
+    conflicts with both) must get the least weight, and reweighting the targets moves p."""
+    val = {"t0": [make_batch(torch.zeros(32, dtype=torch.long), 20_000 + i) for i in range(2)],
+           "t1": [make_batch(torch.ones(32, dtype=torch.long), 30_000 + i) for i in range(2)]}
+    got = []
+    for tw in ({"t0": 0.7, "t1": 0.3}, {"t0": 0.0, "t1": 1.0}):
+        torch.manual_seed(0)
+        model = Head()
+        stream = FakeStream(D, batch_size=24)
+        fm = FastMix(stream, ctx=ModelContext(model, mse, D), val_batches=val,
+                     target_weights=tw)
+        got.append(_search(fm, model, stream, 150))
+    assert got[0][2] == got[0].min() and got[1][2] == got[1].min(), got
+    assert got[1][1] > got[0][1] and got[1][0] < got[0][0], got   # follows the weights
+    with pytest.raises(ValueError, match="target_weights"):
+        FastMix(FakeStream(D), ctx=ModelContext(Head(), mse, D), val_batches=val,
+                target_weights={"zzz": 1.0})
+
+
+def test_sft_preset_cosine_schedule_and_all_target_batches():
+    torch.manual_seed(0)
+    model = Head()
+    stream = FakeStream(D, batch_size=24)
+    val = [make_batch(torch.zeros(8, dtype=torch.long), 10_000 + i) for i in range(3)]
+    kw = fastmix_preset("sft", total_steps=40)
+    assert kw["betas"] == (0.5, 0.999) and kw["every"] == 10
+    fm = FastMix(stream, ctx=ModelContext(model, mse, D), val_batches=val, **kw)
+    _search(fm, model, stream, 40)
+    assert fm.outer_steps == 4 and fm._cursor[""] == 4 * 3          # all target batches
+    assert fm.opt.lr == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 40 / 40)))
+    with pytest.raises(ValueError, match="total_steps"):
+        FastMix(FakeStream(D), **fastmix_preset("sft"))
+    with pytest.raises(ValueError, match="unknown FastMix preset"):
+        fastmix_preset("nope")
