@@ -103,3 +103,31 @@ def test_round_trip():
         ref = torch.rand(len(ids), 4, generator=g, dtype=torch.float64) + 1
         return {"loss": loss, "ref_loss": ref}
     check_round_trip(lambda: FakeStream(D), lambda s: DoReMi(s), losses)
+
+
+def test_reference_trained_on_a_target_set_moves_weights_to_it():
+    """target ≠ sources: the reference is trained on target data like domain c only; the
+    proxy (uniform sampling, DoReMi loss weights) must end with most weight on c."""
+    from test_fastmix import Head, make_batch, mse
+
+    from mixstream.controllers.doremi import train_reference
+    torch.manual_seed(0)
+    proxy = Head()
+    target = [make_batch(torch.full((32,), 2, dtype=torch.long), 50_000 + i) for i in range(4)]
+    before = proxy.lm_head.weight.clone()
+    ref = train_reference(proxy, mse, target, steps=200, lr=0.05)
+    assert torch.equal(proxy.lm_head.weight, before)              # the proxy is untouched
+    assert float(mse(ref, target[0]).mean().detach()) < 0.01
+    stream = FakeStream(D, batch_size=24)
+    dr = DoReMi(stream, reference=ref, ref_loss_fn=mse, eta=0.5)
+    opt = torch.optim.SGD(proxy.parameters(), lr=0.02)
+    for step in range(60):
+        ids = stream.next_batch()
+        batch = make_batch(ids, step)
+        loss = dr.weighted_loss(ids, mse(proxy, batch))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        dr.feedback(batch=batch, loss=mse(proxy, batch).detach())
+    w = np.array(list(dr.final_weights().values()))
+    assert w.argmax() == 2 and w[2] > 0.5, w

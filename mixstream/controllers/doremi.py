@@ -23,7 +23,8 @@ is necessarily per sequence (a deviation, documented in the feedback docs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import copy
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,29 @@ from .base import Controller, Observer, Requirements, StreamLike
 from .feedback import StepFeedback, dist_active
 from .loss_weights import element_weights
 from .simplex import to_dict
+
+
+def train_reference(model: torch.nn.Module,
+                    loss_fn: Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor],
+                    batches: Iterable[Mapping[str, Any]], steps: int, lr: float,
+                    weight_decay: float = 0.0) -> torch.nn.Module:
+    """A reference model for DoReMi: a copy of ``model`` trained ``steps`` AdamW steps on
+    ``batches`` (any data: the training mixture, or a target/dev set that is not a training
+    domain; re-iterated when it runs out). ``model`` itself is not changed."""
+    from ..model.lora import _batches
+    if steps < 1 or not lr > 0:
+        raise ValueError(f"need steps >= 1 and lr > 0, got {steps} and {lr}")
+    ref = copy.deepcopy(model)
+    ref.train()
+    opt = torch.optim.AdamW([p for p in ref.parameters() if p.requires_grad], lr=lr,
+                            weight_decay=weight_decay)
+    with torch.enable_grad():
+        for batch in _batches(batches, steps):
+            loss = loss_fn(ref, batch).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return ref.eval()
 
 
 def doremi_step(alpha: np.ndarray, excess: np.ndarray, eta: float, eps: float) -> np.ndarray:
