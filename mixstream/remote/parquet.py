@@ -137,9 +137,14 @@ class RemoteParquetFile:
         start, stop = row_group_range(meta, j)
         with store.fetch(self._range_request(start, stop)) as pin:
             source = RangeFile(self.size, start, pin.mmap(), self.url)
-            return pq.ParquetFile(source, metadata=meta).read_row_group(j, columns=columns)
+            return pq.ParquetFile(source, metadata=meta, page_checksum_verification=True
+                                  ).read_row_group(j, columns=columns)
 
 
 def _reader(data: Any, metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
-    """A Parquet reader over bytes of a whole file (an mmap stays valid after eviction)."""
-    return pq.ParquetFile(pa.BufferReader(pa.py_buffer(data)), metadata=metadata)
+    """A Parquet reader over bytes of a whole file (an mmap stays valid after eviction).
+
+    Page checksums (where the writer stored them) are verified: a range read cannot be
+    checked against a whole-file hash, and plain Parquet records none."""
+    return pq.ParquetFile(pa.BufferReader(pa.py_buffer(data)), metadata=metadata,
+                          page_checksum_verification=True)

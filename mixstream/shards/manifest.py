@@ -31,6 +31,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..sources.base import ColumnSpec, Schema, SourceError
 
 MANIFEST_NAME = "manifest.json"
@@ -98,8 +100,82 @@ def save_manifest(manifest: Manifest, directory: str) -> str:
     return path
 
 
+#: counts beyond this are corruption, not data (and would overflow int64 sums downstream)
+MAX_COUNT = 1 << 48
+KINDS = ("fixed", "ragged", "scalar", "object")
+
+
+def _count(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < MAX_COUNT:
+        raise ValueError(f"{what} is {v!r}, not a count in [0, 2**48)")
+    return v
+
+
+def _opt_str(v: Any, what: str) -> str | None:
+    if v is not None and not isinstance(v, str):
+        raise ValueError(f"{what} is {v!r}, not a string or null")
+    return v
+
+
+def _dict(v: Any, what: str) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError(f"{what} is {type(v).__name__}, not an object")
+    return dict(v)
+
+
+def _column(name: Any, v: Any) -> ColumnSpec:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"schema column name {name!r} is not a string")
+    if not isinstance(v, dict):
+        raise ValueError(f"schema[{name!r}] is not an object")
+    kind, dtype, width = v.get("kind"), v.get("dtype"), v.get("width")
+    if kind not in KINDS:
+        raise ValueError(f"schema[{name!r}].kind is {kind!r}, not one of {KINDS}")
+    if not isinstance(dtype, str) or not dtype:
+        raise ValueError(f"schema[{name!r}].dtype is {dtype!r}, not a type name")
+    if kind != "object":
+        try:
+            np.dtype(dtype)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"schema[{name!r}].dtype {dtype!r} is not a numpy type") from e
+    if kind == "fixed":
+        width = _count(width, f"schema[{name!r}].width")
+    elif width is not None:
+        raise ValueError(f"schema[{name!r}].width is {width!r}; only fixed columns have one")
+    return ColumnSpec(kind, dtype, width)
+
+
+def _shard(i: int, v: Any) -> ShardInfo:
+    where = f"shards[{i}]"
+    if not isinstance(v, dict):
+        raise ValueError(f"{where} is not an object")
+    path = v.get("path")
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{where}.path is {path!r}, not a file name")
+    blocks = v.get("blocks")
+    if not isinstance(blocks, list):
+        raise ValueError(f"{where}.blocks is {type(blocks).__name__}, not a list of row counts")
+    blocks = [_count(b, f"{where}.blocks[{j}]") for j, b in enumerate(blocks)]
+    samples = _count(v.get("samples"), f"{where}.samples")
+    if sum(blocks) != samples:
+        raise ValueError(f"shard {path}: block sizes sum to {sum(blocks)}, not {samples}")
+    sha = _opt_str(v.get("sha256"), f"{where}.sha256")
+    if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha)):
+        raise ValueError(f"{where}.sha256 is {sha!r}, not 64 hex digits")
+    tokens = v.get("tokens")
+    return ShardInfo(path=path, samples=samples, blocks=blocks,
+                     bytes=_count(v.get("bytes"), f"{where}.bytes"), sha256=sha,
+                     tokens=None if tokens is None else _count(tokens, f"{where}.tokens"))
+
+
 def parse_manifest(data: Any, where: str) -> Manifest:
-    """Validate a decoded manifest; ``where`` names the file in errors."""
+    """Validate a decoded manifest; ``where`` names the file in errors.
+
+    Every field is type- and range-checked here, so a damaged manifest is one
+    :class:`SourceError` naming the file, never a ``TypeError`` or an overflow later. Shard
+    paths are checked to stay inside the directory by the reader (which knows the folder)."""
 
     def bad(msg: str) -> SourceError:
         return SourceError(f"{where}: {msg}; rewrite it with mixstream.write_shards or "
@@ -107,30 +183,37 @@ def parse_manifest(data: Any, where: str) -> Manifest:
 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad("not a mixstream manifest (missing \"format\": \"mixstream\")")
-    if data.get("version") != VERSION:
+    if data.get("version") != VERSION or isinstance(data.get("version"), bool):
         raise bad(f"unsupported manifest version {data.get('version')!r} (this reader: {VERSION})")
     try:
-        shard_format = data["shard_format"]
-        if shard_format not in SHARD_FORMATS:
+        shard_format = data.get("shard_format")
+        if not isinstance(shard_format, str) or shard_format not in SHARD_FORMATS:
             raise bad(f"unknown shard_format {shard_format!r} (expected one of {SHARD_FORMATS})")
-        schema = {k: ColumnSpec(**v) for k, v in data["schema"].items()}
-        shards = [ShardInfo(**s) for s in data["shards"]]
-        for s in shards:
-            if sum(s.blocks) != s.samples:
-                raise bad(f"shard {s.path}: block sizes sum to {sum(s.blocks)}, not {s.samples}")
+        schema_obj = data.get("schema")
+        if not isinstance(schema_obj, dict) or not schema_obj:
+            raise ValueError("'schema' is missing or not a non-empty object")
+        schema = {k: _column(k, v) for k, v in schema_obj.items()}
+        shards_obj = data.get("shards")
+        if not isinstance(shards_obj, list):
+            raise ValueError("'shards' is missing or not a list")
+        shards = [_shard(i, s) for i, s in enumerate(shards_obj)]
+        domain = data.get("domain")
+        if not isinstance(domain, (str, int)) or isinstance(domain, bool):
+            raise ValueError(f"'domain' is {domain!r}, not a name")
+        token_column = _opt_str(data.get("token_column"), "token_column")
         return Manifest(
-            domain=str(data["domain"]),
+            domain=str(domain),
             shard_format=shard_format,
             schema=schema,
             shards=shards,
-            token_column=data.get("token_column"),
-            stats=dict(data.get("stats") or {}),
-            extra=dict(data.get("extra") or {}),
+            token_column=token_column,
+            stats=_dict(data.get("stats"), "stats"),
+            extra=_dict(data.get("extra"), "extra"),
         )
     except SourceError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise bad(f"malformed ({type(e).__name__}: {e})") from e
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as e:
+        raise bad(f"malformed ({e})") from e
 
 
 def load_manifest(directory: str) -> Manifest:
@@ -141,7 +224,9 @@ def load_manifest(directory: str) -> Manifest:
     except FileNotFoundError as e:
         raise SourceError(f"{path}: no manifest; write the directory with mixstream.write_shards "
                           f"or index existing Parquet with `mixstream-shard index`") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except IsADirectoryError as e:
+        raise SourceError(f"{path}: is a directory, not a manifest file") from e
+    except (ValueError, RecursionError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError
         raise SourceError(f"{path}: unreadable manifest ({e}); re-create it with "
                           f"`mixstream-shard index`") from e
     return parse_manifest(data, path)

@@ -90,8 +90,11 @@ class ShardFile:
         self._writer: pq.ParquetWriter | pa.ipc.RecordBatchFileWriter
         if shard_format == "parquet":
             plain = [f.name for f in schema if f.name != token_column]
+            # page checksums: readers verify them where no whole-file sha256 can be checked
+            # (range reads of remote shards, verify=False)
             self._writer = pq.ParquetWriter(
                 self._sink, schema, compression=codec, use_dictionary=plain or False,
+                write_page_checksum=True,
             )
         else:
             options = pa.ipc.IpcWriteOptions(compression=None if codec == "none" else codec)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -94,6 +94,14 @@ class Source(ABC):
     def tokens_per_sample(self) -> float | None:
         """Average token count per sample when known (manifests), else None."""
         return None
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """JSON-able identity of the data, for :meth:`Domain.fingerprint`: what a copy of the
+        same files elsewhere shares and a changed file does not (names relative to the dataset,
+        sizes, recorded hashes or footers; never absolute paths or mtimes). This default knows
+        only the class, block sizes and schema; sources override it with their file metadata."""
+        return {"kind": type(self).__qualname__,
+                "schema": {k: [v.kind, v.dtype, v.width] for k, v in self.schema.items()}}
 
 
 def block_len(block: Block) -> int:

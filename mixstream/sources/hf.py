@@ -6,9 +6,11 @@ import os
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .arrow import block_from_arrow, schema_from_arrow
 from .base import Block, Schema, Source, SourceError
+from .integrity import validate_arrow
 
 
 class HFSource(Source):
@@ -53,5 +55,25 @@ class HFSource(Source):
 
     def read_block(self, index: int) -> Block:
         start = index * self.block_rows
-        table = self.dataset[start : start + int(self._sizes[index])]
-        return block_from_arrow(table)
+        try:
+            table = self.dataset[start : start + int(self._sizes[index])]
+            validate_arrow(table)  # datasets memory-maps its Arrow files unchecked
+            return block_from_arrow(table)
+        except (OSError, pa.ArrowException, ValueError) as e:
+            raise SourceError(f"{self.uri}: cannot read rows {start}.. ({type(e).__name__}: "
+                              f"{e}); the dataset's Arrow files are corrupt: save it again") from e
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """The Arrow files' names and sizes, the row count, the features and the datasets
+        fingerprint (from state.json for a saved dataset, so a copied folder gives the same)."""
+        files = []
+        for f in self.dataset.cache_files:
+            name = f.get("filename", "")
+            try:
+                size: int | None = os.path.getsize(name)
+            except OSError:
+                size = None
+            files.append([os.path.basename(name), size])
+        return {"kind": "hf", "rows": len(self.dataset), "block_rows": self.block_rows,
+                "features": str(self.dataset.features), "files": files,
+                "datasets_fingerprint": getattr(self.dataset, "_fingerprint", None)}

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import json
 import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from ..remote.config import RemoteConfig
 from ..remote.fs import local_path
 from ..remote.store import Request, get_store
 from .base import Block, Schema, Source, SourceError
+from .integrity import confine, hasher, pick_algorithm, verify_bytes
 from .mds_encodings import Encoding, decode_records, parse_encoding, unreadable
 
 INDEX = "index.json"
@@ -100,13 +100,22 @@ def _file_info(obj: Any, where: str) -> FileInfo:
     if not isinstance(obj, dict):
         raise ValueError(f"{where} is not an object")
     base, size, hashes = obj.get("basename"), obj.get("bytes"), obj.get("hashes") or {}
-    if not isinstance(base, str) or not base or not isinstance(size, int) or size < 0:
+    if (not isinstance(base, str) or not base or "\x00" in base or not _is_count(size)):
         raise ValueError(f"{where} needs a 'basename' string and a non-negative 'bytes' count")
-    if os.path.isabs(base) or ".." in base.replace("\\", "/").split("/"):
+    if (os.path.isabs(base) or base.startswith(("/", "\\")) or "://" in base
+            or ".." in base.replace("\\", "/").split("/")):
         raise ValueError(f"{where} basename {base!r} points outside the dataset directory")
-    if not isinstance(hashes, dict):
-        raise ValueError(f"{where} 'hashes' is not an object")
+    if not isinstance(hashes, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+        raise ValueError(f"{where} 'hashes' is not an object of algorithm: hex digest strings")
     return FileInfo(base, size, dict(hashes))
+
+
+MAX_COUNT = 1 << 48  # larger counts are corruption (and would overflow int64 sums downstream)
+
+
+def _is_count(v: Any) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_COUNT
 
 
 def parse_shard(obj: Any, i: int) -> ShardInfo:
@@ -127,8 +136,14 @@ def parse_shard(obj: Any, i: int) -> ShardInfo:
         raise ValueError(f"{where} lacks column_names/column_encodings/column_sizes lists")
     if not names or not len(names) == len(encs) == len(sizes):
         raise ValueError(f"{where} column_names/encodings/sizes are empty or differ in length")
+    if not all(isinstance(x, str) and x for x in names + encs):
+        raise ValueError(f"{where} column_names/column_encodings must be non-empty strings")
+    if len(set(names)) < len(names):
+        raise ValueError(f"{where} column_names repeat a name")
+    if not all(x is None or _is_count(x) for x in sizes):
+        raise ValueError(f"{where} column_sizes must be byte counts or null")
     samples = obj.get("samples")
-    if not isinstance(samples, int) or samples < 0:
+    if not _is_count(samples):
         raise ValueError(f"{where} 'samples' is not a non-negative integer")
     compression = obj.get("compression")
     zip_obj = obj.get("zip_data")
@@ -155,8 +170,10 @@ def load_index(root: str, remote: RemoteConfig | None = None) -> list[ShardInfo]
             f"{path} not found: an MDS dataset directory holds index.json beside its shards "
             "(pass the directory MDSWriter wrote, or split= for a split subdirectory)"
         ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise SourceError(f"{path} is not valid JSON ({exc}); restore or rewrite it") from exc
+    except OSError as exc:
+        raise SourceError(f"{path} cannot be read ({exc})") from exc
     try:
         if not isinstance(obj, dict) or obj.get("version") != 2:
             raise ValueError("expected an object with 'version': 2")
@@ -164,7 +181,7 @@ def load_index(root: str, remote: RemoteConfig | None = None) -> list[ShardInfo]
         if not isinstance(shards, list) or not shards:
             raise ValueError("'shards' is missing or empty")
         return [parse_shard(s, i) for i, s in enumerate(shards)]
-    except ValueError as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise SourceError(
             f"{path} is not an MDS index: {exc}; restore it or rewrite the dataset with MDSWriter"
         ) from exc
@@ -175,28 +192,25 @@ def load_index(root: str, remote: RemoteConfig | None = None) -> list[ShardInfo]
 
 def file_hash(algo: str, data: bytes) -> str:
     """Hex digest as mosaicml-streaming writes it (hashlib or xxhash algorithm names)."""
-    if algo.startswith("xxh"):
-        try:
-            import xxhash
-        except ImportError:
-            raise ValueError(
-                f"hash {algo!r} needs the xxhash package: pip install xxhash"
-            ) from None
-        if not hasattr(xxhash, algo):
-            raise ValueError(f"unknown xxhash algorithm {algo!r}")
-        return str(getattr(xxhash, algo)(data).hexdigest())
-    if algo not in hashlib.algorithms_available or algo.startswith("shake_"):
-        raise ValueError(f"unknown hash algorithm {algo!r}")
-    return hashlib.new(algo, data).hexdigest()
+    h = hasher(algo)
+    h.update(data)
+    return str(h.hexdigest())
 
 
-def check_file(path: str, data: bytes, info: FileInfo, verify_hashes: bool) -> None:
-    """Size (always) and hashes (on request) of a shard file against index.json."""
+def check_file(path: str, data: bytes, info: FileInfo, verify_hashes: bool,
+               once: bool = False) -> None:
+    """Size (always) and hashes of a shard file against index.json: every recorded hash
+    (``verify_hashes``), or the fastest one once per file per process (``once``)."""
     if len(data) != info.bytes:
         raise SourceError(
             f"{path} is {len(data)} bytes but index.json says {info.bytes}: the shard is "
             "truncated or was replaced; re-download or rewrite the dataset"
         )
+    if once and not verify_hashes:
+        algo = pick_algorithm(info.hashes)
+        if algo is not None:
+            verify_bytes(path, data, algo, info.hashes[algo], listed_in=INDEX)
+        return
     if not verify_hashes:
         return
     if not info.hashes:
@@ -265,8 +279,15 @@ class MDSSource(Source):
     columns to :class:`Ragged`, numeric scalar encodings to 1-D arrays, and ``str``, ``bytes``,
     ``json``, ``str_int``, ``str_float``, ``str_decimal``, bare ``ndarray`` and (only with
     ``allow_unsafe_types``) ``pkl`` to lists. ``columns`` selects (and orders) the columns to
-    decode. ``verify_hashes`` checks every hash index.json records for a file before decoding
-    it. Holds no open files (picklable).
+    decode. Holds no open files (picklable).
+
+    Integrity: ``verify`` (default on) checks each local file once per process against the
+    fastest hash index.json records for it (``xxh3_64``/``xxh64`` at >10 GB/s when
+    recorded, else ``sha1``/``sha256``/``md5``); a dataset written without
+    ``MDSWriter(hashes=[...])`` is checked structurally only (header, offsets, column
+    config and every record's lengths). Remote files are checked on download.
+    ``verify_hashes`` is stricter: every recorded hash on every read, and an error when none
+    is recorded.
     """
 
     def __init__(
@@ -278,13 +299,20 @@ class MDSSource(Source):
         allow_unsafe_types: bool = False,
         verify_hashes: bool = False,
         remote: RemoteConfig | None = None,
+        verify: bool = True,
     ) -> None:
         root = local_path(path)
         self.uri = _join(root, split) if split else root
         self.allow_unsafe_types = allow_unsafe_types
         self.verify_hashes = verify_hashes
+        self.verify = bool(verify)
         self.remote = (remote or RemoteConfig()) if _is_url(self.uri) else None
         self.shards = load_index(self.uri, self.remote)
+        if self.remote is None:  # basenames are checked lexically; here symlinks too
+            for s in self.shards:
+                for f in (s.raw, s.zip):
+                    if f is not None:
+                        confine(self.uri, f.basename, where=_join(self.uri, INDEX))
         self._encodings = self._check_columns()
         names = list(self.shards[0].names)
         unknown = [c for c in columns or [] if c not in names]
@@ -335,6 +363,11 @@ class MDSSource(Source):
                     f"{size}, but that encoding is {want or 'variable'}-sized; the index is "
                     "corrupt: restore it or rewrite the dataset"
                 )
+
+    @property
+    def _once(self) -> bool:
+        """Check local files once per process (remote ones are checked on download)."""
+        return self.verify and self.remote is None
 
     @property
     def block_sizes(self) -> np.ndarray:
@@ -393,7 +426,7 @@ class MDSSource(Source):
         except FileNotFoundError:
             pass
         else:
-            check_file(raw_path, data, info.raw, self.verify_hashes)
+            check_file(raw_path, data, info.raw, self.verify_hashes, self._once)
             return raw_path, data
         if info.zip is None or not info.compression:
             raise SourceError(
@@ -416,13 +449,13 @@ class MDSSource(Source):
                 except FileNotFoundError:
                     pass
                 else:
-                    check_file(raw_path, data, info.raw, self.verify_hashes)
+                    check_file(raw_path, data, info.raw, self.verify_hashes, self._once)
                     return raw_path, data
             raise SourceError(
                 f"shard missing: neither {zip_path} nor {raw_path} exists (listed in {INDEX}); "
                 "restore the shard or rewrite the dataset"
             ) from None
-        check_file(zip_path, packed, info.zip, self.verify_hashes)
+        check_file(zip_path, packed, info.zip, self.verify_hashes, self._once)
         try:
             data = decompress(info.compression, packed, info.raw.bytes)
         except Exception as exc:  # ZstdError, OSError (gzip/bz2), EOFError ...
@@ -432,6 +465,16 @@ class MDSSource(Source):
             ) from exc
         check_file(f"{zip_path} (decompressed)", data, info.raw, self.verify_hashes)
         return zip_path, data
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """index.json's shard entries: basenames, byte counts, recorded hashes, sample counts
+        and column encodings (relative names only, so a copied dataset gives the same)."""
+        def f(x: FileInfo | None) -> list[Any] | None:
+            return None if x is None else [x.basename, x.bytes, sorted(x.hashes.items())]
+
+        return {"kind": "mds", "columns": self.columns,
+                "shards": [[f(s.raw), f(s.zip), s.compression, s.samples, list(s.names),
+                            list(s.encodings)] for s in self.shards]}
 
     def __repr__(self) -> str:
         return f"MDSSource({self.uri!r}, shards={len(self.shards)}, samples={self.num_samples})"
