@@ -1,6 +1,6 @@
 """AC-ODM — actor-critic online data mixing (Ma, Dang, Liao; arXiv 2505.23878, ICML 2026).
 
-ALGORITHMS.md §2.2, following DANG-ai/AC-ODM (``megatron/data/agent.py``, ``training.py``).
+docs/methods/acodm.md, following DANG-ai/AC-ODM (``megatron/data/agent.py``, ``training.py``).
 Every optimizer step, from the step's per-domain mean losses, per-domain gradients ``g_k`` on a
 few selected weight matrices and the Frobenius norms of ``L`` weight matrices:
 

@@ -1,4 +1,4 @@
-"""AC-ODM's DDPG agent: actor, vector critic, target copies, replay pool (ALGORITHMS.md §2.2).
+"""AC-ODM's DDPG agent: actor, vector critic, target copies, replay pool (docs/methods/acodm.md).
 
 Follows DANG-ai/AC-ODM ``megatron/data/agent.py``:
 

@@ -1,6 +1,6 @@
 """ADO — Adaptive Data Optimization (Jiang et al., ICLR 2025, arXiv 2410.11820).
 
-ALGORITHMS.md §3.6, following yidingjiang/ado ``src/data_selectors/ado.py`` (``AdoSelector``).
+docs/methods/ado.md, following yidingjiang/ado ``src/data_selectors/ado.py`` (``AdoSelector``).
 Per step (``itr`` = 0-based step):
 
 * record per-domain counts and the per-domain mean per-sample loss (absent domain: previous

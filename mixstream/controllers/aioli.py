@@ -1,4 +1,4 @@
-"""Aioli (Chen et al., ICLR 2025, arXiv 2411.05735); ALGORITHMS.md §3.4.
+"""Aioli (Chen et al., ICLR 2025, arXiv 2411.05735); docs/methods/aioli.md.
 
 Rounds of ``update_steps`` optimizer steps, following HazyResearch/aioli
 ``trainer/aioli_trainer.py``. Each round:

@@ -1,6 +1,6 @@
 """Online DoReMi — Group-DRO on the excess loss over a reference model (Xie et al. 2023).
 
-ALGORITHMS.md §3.2, following sangmichaelxie/doremi ``doremi/trainer.py``. Every step::
+docs/methods/doremi.md, following sangmichaelxie/doremi ``doremi/trainer.py``. Every step::
 
     lambda_i = mean over domain-i tokens of max(l_theta(tok) - l_ref(tok), 0)
                (absent domain: previous lambda_i)

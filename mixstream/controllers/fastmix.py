@@ -1,6 +1,6 @@
 """FastMix — mixture search by hypergradient descent on a proxy (Tan et al., ICLR 2026).
 
-ALGORITHMS.md §2.4, following hrtan/fastmix ``pretrain/train_fastmix_val.py``. The proxy is
+docs/methods/fastmix.md, following hrtan/fastmix ``pretrain/train_fastmix_val.py``. The proxy is
 trained with *uniform* source sampling and per-sample loss weights ``p = softmax(z)``
 (:meth:`FastMix.weighted_loss`, self-normalised per micro-batch as the released
 ``FusedCrossEntropyLoss``). Every ``every`` steps the LM-head gradients give::

@@ -1,4 +1,4 @@
-"""ODM — Online Data Mixing (Albalak et al. 2023, arXiv 2312.02406); ALGORITHMS.md §3.1.
+"""ODM — Online Data Mixing (Albalak et al. 2023, arXiv 2312.02406); docs/methods/odm.md.
 
 An EXP3-style bandit over domains with a smoothed exponentiated-loss reward and an
 ε-uniform floor. Implements the path of the released code used for the published 1B runs

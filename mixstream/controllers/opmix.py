@@ -1,4 +1,4 @@
-"""OP-Mix — on-policy mixing with LoRA probes (Hu et al., arXiv 2605.15220); ALGORITHMS.md §2.1.
+"""OP-Mix — on-policy mixing with LoRA probes (Hu et al., arXiv 2605.15220); docs/methods/opmix.md.
 
 One decision (:meth:`OPMix.run_phase`), at the start (after a uniform prefix), at scheduled steps
 (``phases``) or when domains are added (:meth:`OPMix.add_domains`):

@@ -1,4 +1,4 @@
-"""OP-Mix's per-domain log-linear law and KL-regularised proposer (ALGORITHMS.md §2.1 steps 5-7).
+"""OP-Mix's per-domain log-linear law and KL-regularised proposer (docs/methods/opmix.md, steps 5-6).
 
 Following michahu/on-policy-mix ``pipeline/olmix_fit.py``:
 

@@ -1,6 +1,6 @@
 """Static mixture rules from domain sizes: proportional, temperature, UniMax (pure functions).
 
-ALGORITHMS.md §3.8. Sizes come from ``stream.domain_stats()`` (:func:`domain_sizes`).
+docs/methods/static.md. Sizes come from ``stream.domain_stats()`` (:func:`domain_sizes`).
 """
 
 from __future__ import annotations
