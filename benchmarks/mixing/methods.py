@@ -2,10 +2,9 @@
 
 Settings follow each paper's defaults scaled to a run of ``p.steps`` steps (warm-ups, update
 intervals and probe lengths as fractions of the run); every deviation is listed in README.md.
-Target-aware methods (Aioli, FastMix, OP-Mix, DML) see only the *dev* sets, through the
-diagnostic's target; the reported loss is on the disjoint *test* sets. Controllers that take one
-validation set per training domain (Aioli, OP-Mix) get the target's dev data in every slot, so
-the mean over slots they optimise is the target.
+Target-aware methods (Aioli, FastMix, OP-Mix, DML) see only the *dev* sets, as the diagnostic's
+named, weighted target sets (``targets=`` / ``target_weights=``; no target set is a training
+domain's shard); the reported loss is on the disjoint *test* sets.
 
 ``extra`` is side compute in run-equivalents (one run = ``steps x batch`` training sequences;
 a forward-only sequence counts 1/3 of a training one).
@@ -14,6 +13,7 @@ a forward-only sequence counts 1/3 of a training one).
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,10 +58,6 @@ def _accepts(fn: Any, name: str) -> bool:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _dev_loss_fn(p: Problem, model: nn.Module) -> Callable[[], float]:
-    return lambda: p.target_loss(evaluate(model, p.dev))
 
 
 def _dev_rows_count(p: Problem) -> int:
@@ -120,14 +116,11 @@ def aioli(p: Problem, seed: int, sh: Shared) -> MethodOut:
     n_val = [0]
 
     def make(s: MixStream, m: nn.Module) -> Any:
-        f = _dev_loss_fn(p, m)
-
         def validate() -> dict[str, float]:
             n_val[0] += 1
-            v = f()
-            return {d: v for d in p.domains}
-        return Aioli(s, validate=validate, update_steps=update, lp_rounds=1, lp_steps=lp_steps,
-                     eta=1.0, ema=None, seed=seed)
+            return evaluate(m, {n: p.dev[n] for n in p.target})
+        return Aioli(s, validate=validate, targets=dict(p.target), update_steps=update,
+                     lp_rounds=1, lp_steps=lp_steps, eta=1.0, ema=None, seed=seed)
     r = train(p, seed, hooks=_Plain(make))
     extra = n_val[0] * _dev_rows_count(p) / 3 / (p.steps * p.batch)
     return MethodOut(r, extra, r.seconds, {"validations": n_val[0]})
@@ -170,9 +163,10 @@ class _FastMixHooks(Hooks):
 
     def make(self, stream: MixStream, model: nn.Module) -> Any:
         ctx = ModelContext(model, sequence_loss, self.p.domains)
-        val = [{"input_ids": self.p.dev_rows(self.p.batch)}]  # one micro-batch, as released
-        return FastMix(stream, ctx=ctx, val_batches=val, params="head.weight", every=self.every,
-                       lr=self.lr)
+        # one micro-batch per named target set per outer update (as released: one per loader)
+        val = {n: [{"input_ids": self.p.dev[n][: self.p.batch]}] for n in self.p.target}
+        return FastMix(stream, ctx=ctx, val_batches=val, target_weights=dict(self.p.target),
+                       params="head.weight", every=self.every, lr=self.lr)
 
     def loss(self, ctrl: Any, dom: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
         return ctrl.weighted_loss(dom, tok)
@@ -184,9 +178,9 @@ class _FastMixHooks(Hooks):
 
 def fastmix(p: Problem, seed: int, sh: Shared) -> MethodOut:
     # Search on a proxy run (uniform sampling, loss weights softmax(z)); the target run uses its
-    # final mixture. Outer step every 2 micro-steps (paper: every 20 of a much longer run) so z
-    # gets p.steps/2 Adam updates; Adam lr 0.05 (paper 0.01) for the same total logit movement.
-    every = 2
+    # final mixture. Library defaults (every 5, Adam lr 0.05: p.steps/5 outer updates; the
+    # released every 20 / lr 0.01 barely moves z in a run this short).
+    every = 5
     search = train(p, seed, hooks=_FastMixHooks(p, every, 0.05), eval_sets=False,
                    schedule=[(0, p.uniform())])
     w = search.ctrl.final_weights()
@@ -194,7 +188,7 @@ def fastmix(p: Problem, seed: int, sh: Shared) -> MethodOut:
     n_outer = p.steps // every
     # each outer step: a forward+backward of the step's batch on the head (~1 train step of that
     # batch) and of the dev batch
-    extra = 1 + n_outer * (p.batch + len(p.dev_rows(p.batch))) / (p.steps * p.batch)
+    extra = 1 + n_outer * (p.batch + p.batch * len(p.target)) / (p.steps * p.batch)
     return MethodOut(r, extra, search.seconds + r.seconds, {"searched": _mix(p, w)})
 
 
@@ -285,13 +279,10 @@ def acodm_reward_probe(p: Problem, model: nn.Module, seed: int, rows: int = 16
 def opmix(p: Problem, seed: int, sh: Shared) -> MethodOut:
     prefix = max(1, p.steps // 5)      # the authors' 20 % uniform prefix
     holder: dict[str, Any] = {}
-    # One validation set per training domain (OP-Mix fits one law per domain and minimises
-    # their mean): a domain that is a target set gets its own dev rows, any other domain the
-    # target's dev mixture, so the objective is a positive combination of the target's parts.
-    # (With the target in every slot all laws coincide and exp(c)+exp(t.x) is minimised at a
-    # vertex of the simplex: OP-Mix then puts everything on one domain.)
-    mixed = p.dev_rows()
-    val = {d: [{"input_ids": p.dev[d] if d in p.target else mixed}] for d in p.domains}
+    # The named target sets (dev rows) with the target's weights; the authors' published entry
+    # point (explicit old probe, collapsed prior); for a new domain the continual recipe.
+    # (prefixed: OP-Mix reads a set named like a training domain as that domain's own set)
+    val = {f"target:{n}": [{"input_ids": p.dev[n]}] for n in p.target}
 
     def train_batches(mix: dict[str, float]) -> Any:
         return iter(MixLoader(MixStream(p.shard_dirs, weights=mix, seed=seed + 7),
@@ -301,15 +292,17 @@ def opmix(p: Problem, seed: int, sh: Shared) -> MethodOut:
         def make(self, stream: MixStream, model: nn.Module) -> Any:
             ctx = ModelContext(model, sequence_loss, p.domains)
             kw: dict[str, Any] = dict(ctx=ctx, train_batches=train_batches, val_batches=val,
+                                      target_weights={f"target:{n}": w
+                                                      for n, w in p.target.items()},
+                                      old_probe=True,
                                       lora_steps=max(5, p.steps // 5), lora_lr=2 * p.lr,
-                                      rank=4, alpha=8, targets=["fc1", "fc2"],
-                                      proxy_count=max(12, 2 * (p.K + 2)))
+                                      rank=4, alpha=8, targets=["fc1", "fc2"])
             if p.start_weights is None:
                 kw["phases"] = [prefix]
             holder["c"] = OPMix(stream, **kw)
             if p.start_weights is not None:   # continual: the new domain(s) arrive now
                 new = [d for d in p.domains if p.start_weights.get(d, 0) == 0]
-                holder["c"].add_domains(new)
+                holder["c"].add_domains(new, recipe="continual")
             return holder["c"]
     r = train(p, seed, hooks=H(), schedule=[(0, p.start_weights or p.uniform())])
     b = holder["c"].budget()
@@ -353,7 +346,11 @@ def dml_fit(p: Problem, seed: int = DML_SEED) -> dict[str, Any]:
 
     n = 2 * (p.K + 2)
     short = max(20, p.steps // 4)
-    mixes = dml_sample_mixtures(p.K, n, seed)
+    try:   # the authors' halving-grid design with zeros, as the library samples it
+        from mixstream.laws import sample_mixtures
+        mixes = np.asarray(sample_mixtures(p.domains, n, seed=seed))
+    except ImportError:
+        mixes = dml_sample_mixtures(p.K, n, seed)
     sets = list(p.target)
     curves, secs = [], 0.0
     every = max(1, short // 6)
@@ -380,12 +377,22 @@ def dml_fit(p: Problem, seed: int = DML_SEED) -> dict[str, Any]:
     # takes minutes here)
     law = DataMixingLaw(log_c_grid=tuple(np.linspace(-2, 1.5, 4)),
                         log_k_grid=tuple(np.linspace(-2, 1, 4)), n_random_t=6)
-    law = law.fit(mixes, pred, train_domains=p.domains, val_domains=sets)
-    w = law.propose([p.target[e] for e in sets])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        law = law.fit(mixes, pred, train_domains=p.domains, val_domains=sets)
+        w = law.propose([p.target[e] for e in sets])
+    loo = getattr(law, "loo_error", None)
+    loo_v = None
+    if callable(loo):
+        try:
+            loo_v = np.asarray(loo()).tolist()
+        except Exception as e:  # the law's LOO is a newer API; record why it is missing
+            loo_v = f"unavailable: {e}"
     fitted = law.predict(mixes)
     extra = n * short / p.steps + n * len(steps_x) * _dev_rows_count(p) / 3 / (p.steps * p.batch)
     return {"weights": _mix(p, w), "extra": extra, "seconds": secs, "mixtures": mixes.tolist(),
             "predicted": pred.tolist(), "fit_mae": float(np.abs(fitted - pred).mean()),
+            "warnings": [str(c.message) for c in caught], "loo": loo_v,
             "step_law": step_law, "n": n, "short_steps": short}
 
 

@@ -1,9 +1,9 @@
 """``mixstream demo``: does an online controller beat the uniform mixture? Measured, with a CI.
 
 Builds shards from the packaged sample corpus (byte-level BPE trained on the fly) plus domains of
-random tokens (scraped garbage), trains a small GPT with the uniform mixture and with ADO (or
-ODM) from the same seeds, prints the paired difference of the mean validation loss over the
-text domains with its 95 % interval, and plots seed 0's two runs.
+random tokens (scraped garbage), trains a small GPT with the uniform mixture and with FastMix
+(or ADO, ODM) from the same seeds, prints the paired difference of the mean validation loss
+over the text domains with its 95 % interval, and plots seed 0's two runs.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("demo", help="uniform mixture vs ADO/ODM on the sample corpus, "
+    p = subparsers.add_parser("demo", help="uniform mixture vs FastMix/ADO/ODM on the sample corpus, "
                               "paired seeds, with a 95 % CI", description=__doc__)
-    p.add_argument("--controller", choices=("ado", "odm"), default="ado")
+    p.add_argument("--controller", choices=("fastmix", "ado", "odm"), default="fastmix")
     p.add_argument("--steps", type=int, default=300, help="training steps per run")
     p.add_argument("--seeds", type=int, default=3, help="paired seeds (uniform and controller)")
     p.add_argument("--noise-domains", type=int, default=2,

@@ -7,7 +7,9 @@ over the real domains. For each of ``seeds`` paired seeds (same initial model, s
 sample order) the demo trains
 
 1. the uniform mixture (``StaticMixture``, logged), and
-2. the same model with an online controller (default ADO) for the same number of steps,
+2. the same model with an online controller (default FastMix, online: its mixture follows the
+   alignment of each domain's gradient with a dev batch of the text domains) for the same
+   number of steps,
 
 then prints the per-seed losses, the mean difference with its 95 % t interval, and per-domain
 losses; ``mixstream demo`` plots seed 0's two runs. The benchmark suite
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..controllers import ADO, ODM, StaticMixture
+from ..controllers import ADO, ODM, FastMix, StaticMixture
 from ..controllers.base import Controller
 from ..observe import MixLogger
 from ..validation import Validator
@@ -33,7 +35,7 @@ from .corpus import DemoData, build
 from .model import GPTConfig, TinyGPT
 from .train import TrainResult, sequence_loss, train
 
-CONTROLLERS = ("ado", "odm")
+CONTROLLERS = ("fastmix", "ado", "odm")
 # t quantiles (0.975) for the demo's CI; scipy is not a dependency of the demo.
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228}
@@ -43,7 +45,7 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 class DemoConfig:
     workdir: str = "mixstream-demo"
     corpus: str | None = None
-    controller: str = "ado"
+    controller: str = "fastmix"
     seeds: int = 3
     steps: int = 300
     noise_domains: int = 2
@@ -54,6 +56,7 @@ class DemoConfig:
     warmup_steps: int = 15
     evals: int = 3              # validation points per run (the last one at the end)
     val_rows: int = 32
+    dev_rows: int = 16          # held-out rows per text domain for FastMix's target (not val)
     num_workers: int = 0
     seed: int = 0               # first seed; seeds are seed, seed+1, ...
     model: dict[str, Any] = field(default_factory=lambda: {"d_model": 64, "n_layer": 2,
@@ -72,8 +75,15 @@ class RunResult:
     seed: int = 0
 
 
-def make_controller(name: str, stream: Any, log: MixLogger, steps_hint: int) -> Controller:
-    """The demo's controller settings, scaled to a run of ``steps_hint`` steps."""
+def make_controller(name: str, stream: Any, log: MixLogger, steps_hint: int, *,
+                    model: torch.nn.Module | None = None,
+                    dev: dict[str, Any] | None = None) -> Controller:
+    """The demo's controller settings, scaled to a run of ``steps_hint`` steps.
+
+    FastMix runs online (``apply_to="sampling"``): every 2 steps its softmax(z) mixture is
+    updated from the alignment of each domain's gradient on the embedding/LM-head matrix with the
+    gradient of a dev batch of the text domains (``dev``: rows never used for validation).
+    """
     if name == "odm":
         return ODM(stream, warmup=max(5, steps_hint // 25), observer=log)
     if name == "ado":
@@ -81,6 +91,14 @@ def make_controller(name: str, stream: Any, log: MixLogger, steps_hint: int) -> 
         return ADO(stream, prior="uniform", start_step=every, update_interval=every,
                    ignore_steps=max(2, every // 4), smoothing_window=11, subsample=1,
                    observer=log)
+    if name == "fastmix":
+        from ..model import ModelContext
+        if model is None or not dev:
+            raise ValueError("the demo's FastMix needs the model and dev rows")
+        rows = torch.cat([torch.as_tensor(r).long() for r in dev.values()])
+        ctx = ModelContext(model, sequence_loss, list(stream.domains))
+        return FastMix(stream, ctx=ctx, val_batches=[{"input_ids": rows}], params="tok.weight",
+                       every=2, lr=0.05, apply_to="sampling", observer=log)
     raise ValueError(f"unknown demo controller {name!r}; choose from {CONTROLLERS}")
 
 
@@ -100,7 +118,7 @@ def _lr_schedule(lr: float, warmup: int, total: int) -> Callable[[torch.optim.Op
 
 
 def run_one(cfg: DemoConfig, data: DemoData, name: str, seed: int,
-            say: Callable[[str], None]) -> RunResult:
+            say: Callable[[str], None], dev: dict[str, Any] | None = None) -> RunResult:
     """Train one model for ``cfg.steps`` steps from seed ``seed``; validate ``cfg.evals`` times."""
     from mixstream import MixLoader, MixStream
 
@@ -112,7 +130,7 @@ def run_one(cfg: DemoConfig, data: DemoData, name: str, seed: int,
     log_path = Path(cfg.workdir) / f"{name}_seed{seed}.jsonl"
     log = MixLogger(log_path, append=False, log_every=1)
     mixer = (StaticMixture(stream, observer=log) if name == "uniform"
-             else make_controller(name, stream, log, cfg.steps))
+             else make_controller(name, stream, log, cfg.steps, model=model, dev=dev))
     val_batches = {d: [{"input_ids": torch.from_numpy(rows[i:i + 32].astype("int64"))}
                        for i in range(0, len(rows), 32)] for d, rows in data.val.items()}
     validate = Validator(sequence_loss, model, val_batches, list(data.val))
@@ -190,7 +208,11 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> list[RunRes
     Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = build(cfg.workdir, corpus=cfg.corpus, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len,
-                 val_rows=cfg.val_rows, noise_domains=cfg.noise_domains, seed=cfg.seed)
+                 val_rows=cfg.val_rows + cfg.dev_rows, noise_domains=cfg.noise_domains,
+                 seed=cfg.seed)
+    # held-out rows: the first dev_rows per domain are FastMix's target, the rest validation
+    dev = {d: rows[: cfg.dev_rows] for d, rows in data.val.items()}
+    data.val = {d: rows[cfg.dev_rows:] for d, rows in data.val.items()}
     say(f"corpus: {len(data.val)} text domains + {cfg.noise_domains} noise domain(s) of random "
         f"tokens; " + ", ".join(f"{d} {data.tokens[d] // 1000}k" for d in data.domains)
         + f" training tokens; BPE vocab {data.vocab_size} ({time.perf_counter() - t0:.1f}s)")
@@ -202,7 +224,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> list[RunRes
     runs: list[RunResult] = []
     for s in range(cfg.seed, cfg.seed + cfg.seeds):
         runs.append(run_one(cfg, data, "uniform", s, say))
-        runs.append(run_one(cfg, data, cfg.controller, s, say))
+        runs.append(run_one(cfg, data, cfg.controller, s, say, dev=dev))
     base, online = runs[0::2], runs[1::2]
 
     def mean_val(r: RunResult) -> float:

@@ -33,8 +33,14 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Mapping[str,
     nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     if mixer is not None:
-        mixer.feedback(torch.as_tensor(batch["domain"]), per_seq.detach())
+        extra = {"batch": batch} if _takes_batch(mixer) else {}
+        mixer.feedback(torch.as_tensor(batch["domain"]), per_seq.detach(), **extra)
     return float(loss.detach())
+
+
+def _takes_batch(mixer: Controller) -> bool:
+    """Controllers with model access (FastMix, AC-ODM) also need the step's batch."""
+    return getattr(mixer, "ctx", None) is not None
 
 
 @dataclass
