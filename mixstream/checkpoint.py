@@ -79,3 +79,57 @@ def float_list(value: Any, n: int, key: str) -> np.ndarray:
     if arr.shape != (n,) or not np.isfinite(arr).all():
         raise ValueError(f"MixStream checkpoint {key!r} must be {n} finite numbers")
     return arr
+
+
+def blocks_digest(block_sizes: np.ndarray) -> str:
+    """A short digest of a domain's block sizes: a grown domain keeps the old one as a prefix."""
+    import hashlib
+
+    return hashlib.sha256(np.asarray(block_sizes, np.int64).tobytes()).hexdigest()[:16]
+
+
+def parse_domains(value: Any) -> list[dict[str, Any]]:
+    """The checkpoint's domain list: ``[[name, samples, fingerprint, blocks, blocks digest]]``."""
+    if not isinstance(value, list) or not value:
+        raise ValueError("MixStream checkpoint 'domains' must be a non-empty list")
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, (list, tuple)) or len(entry) < 2 or not isinstance(entry[0], str):
+            raise ValueError(f"MixStream checkpoint domains[{i}] is not [name, samples, ...]")
+        n = entry[1]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"MixStream checkpoint domains[{i}] has {n!r} samples")
+        out.append({"name": entry[0], "samples": n,
+                    "fingerprint": entry[2] if len(entry) > 2 else None,
+                    "blocks": entry[3] if len(entry) > 3 else None,
+                    "digest": entry[4] if len(entry) > 4 else None})
+    names = [d["name"] for d in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"MixStream checkpoint names a domain twice: {names}")
+    return out
+
+
+def parse_segments(value: Any, d: int, windows: list[int],
+                   blocks: list[int | None]) -> list[list[tuple[int, int, int]]]:
+    """Per domain, its geometry history ``[(first_epoch, num_blocks, window), ...]``."""
+    if value is None:  # written before domains could grow: one version each
+        return [[(0, int(b or 0), w)] for b, w in zip(blocks, windows)]
+    if not isinstance(value, list) or len(value) != d:
+        raise ValueError(f"MixStream checkpoint 'segments' must list {d} domains")
+    out = []
+    for i, segs in enumerate(value):
+        if not isinstance(segs, list) or not segs:
+            raise ValueError(f"MixStream checkpoint segments[{i}] is empty")
+        parsed = []
+        last = -1
+        for seg in segs:
+            if (not isinstance(seg, (list, tuple)) or len(seg) != 3
+                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in seg)
+                    or seg[0] <= last or seg[1] < 1 or seg[2] < 1):
+                raise ValueError(f"MixStream checkpoint segments[{i}] entry {seg!r} is malformed")
+            last = seg[0]
+            parsed.append((int(seg[0]), int(seg[1]), int(seg[2])))
+        if parsed[0][0] != 0:
+            raise ValueError(f"MixStream checkpoint segments[{i}] must start at epoch 0")
+        out.append(parsed)
+    return out

@@ -18,7 +18,7 @@ import numpy as np
 from .batching import Pieces, assemble, split_samples
 from .channel import WeightChannel
 from .plan.claims import ClaimBook
-from .plan.order import WindowGeometry
+from .plan.order import Geometry, build_geometry
 from .reservoir import DomainExhausted, DomainReader
 from .sources.base import Schema
 from .sources.resolve import Domain
@@ -45,18 +45,24 @@ class ReaderPlan:
     rank: int = 0
     world_size: int = 1
     batched: bool = True
-    _geometry: list[WindowGeometry] | None = field(default=None, repr=False)
+    # per domain, its versions [(first_epoch, num_blocks, window)] (a domain that grew has two)
+    segments: list[list[tuple[int, int, int]]] | None = None
+    _geometry: list[Geometry] | None = field(default=None, repr=False)
 
     @property
     def topology(self) -> Topology:
         return Topology(self.batch_size, self.world_size, self.num_workers)
 
+    def default_segments(self) -> list[list[tuple[int, int, int]]]:
+        return [[(0, len(d.block_sizes), w)] for d, w in zip(self.domains, self.windows)]
+
     @property
-    def geometry(self) -> list[WindowGeometry]:
+    def geometry(self) -> list[Geometry]:
         if self._geometry is None:
+            segments = self.segments or self.default_segments()
             self._geometry = [
-                WindowGeometry(d.block_sizes, w, seed=self.seed, domain=i, shuffle=self.shuffle)
-                for i, (d, w) in enumerate(zip(self.domains, self.windows))]
+                build_geometry(d.block_sizes, segs, seed=self.seed, domain=i, shuffle=self.shuffle)
+                for i, (d, segs) in enumerate(zip(self.domains, segments))]
         return self._geometry
 
     @property

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .plan.claims import Piece
-from .plan.order import WindowGeometry, window_permutation
+from .plan.order import Geometry, window_permutation
 from .sources.base import Block, concat_blocks, slice_block
 from .sources.resolve import Domain
 
@@ -32,7 +32,7 @@ class Window:
 
 
 class DomainReader:
-    def __init__(self, domain: Domain, domain_id: int, *, seed: int, geometry: WindowGeometry,
+    def __init__(self, domain: Domain, domain_id: int, *, seed: int, geometry: Geometry,
                  shuffle: bool, epochs: int | None, executor: Executor | None):
         self.domain = domain
         self.domain_id = domain_id

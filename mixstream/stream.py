@@ -30,9 +30,19 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .channel import WeightChannel
-from .checkpoint import STATE_VERSION, float_list, int_array, require, to_plain
+from .checkpoint import (
+    STATE_VERSION,
+    blocks_digest,
+    float_list,
+    int_array,
+    parse_domains,
+    parse_segments,
+    require,
+    to_plain,
+)
 from .plan.claims import ClaimBook, layout_shapes
-from .plan.mixture import MixCheckpoint
+from .plan.mixture import MixCheckpoint, MixCursor, rebase
+from .plan.order import build_geometry
 from .plan.weights import LogEntry, WeightLog, WeightsLike, normalize_weights
 from .reading import ReaderPlan, produce
 from .remote.config import RemoteConfig
@@ -141,6 +151,7 @@ class MixStream(IterableDataset):
             channel=WeightChannel(d, max_pending_weight_changes or 64), rank=self.rank,
             world_size=self.world_size)
         self._log = WeightLog(w0)
+        self._initial_weights = w0
         self._digest = hashlib.sha256()
         self._digest.update(w0.tobytes())
         self._listeners: list[Callable[[int, dict[str, float]], None]] = []
@@ -256,7 +267,6 @@ class MixStream(IterableDataset):
             self._loop_thread = threading.get_ident()
             if value > 0:
                 self._fresh, self._loaded = False, None
-            self._begin_iteration()
 
     @property
     def trained_batches(self) -> int:
@@ -343,11 +353,25 @@ class MixStream(IterableDataset):
             self._begin_iteration()
 
     def bind_loader(self, loader: torch.utils.data.DataLoader) -> None:
-        """Bind to a plain ``DataLoader`` (per-sample mode); see :meth:`bind`."""
+        """Bind to a plain ``DataLoader`` (per-sample mode); see :meth:`bind`.
+
+        The loader's iterations then start where the trainer is (its class is swapped for a
+        subclass whose ``__iter__`` publishes the start first, as MixLoader's does): workers read
+        their start when they boot, which may be after the trainer consumed batches of the
+        same iteration, so the start cannot be rewritten on every step.
+        """
         if loader.batch_size is None:
             raise ValueError("bind_loader needs a DataLoader with batch_size set; for batched mode "
                              "use MixLoader or stream.bind(batch_size, num_workers)")
         self.bind(loader.batch_size, loader.num_workers, loader.prefetch_factor, batched=False)
+        cls = type(loader)
+        if not getattr(cls, "_mixstream_bound", False):
+            def __iter__(self_: Any) -> Any:
+                self_.dataset._begin_iteration()
+                return cls.__iter__(self_)
+
+            loader.__class__ = type(cls.__name__, (cls,), {"__iter__": __iter__,
+                                                           "_mixstream_bound": True})
 
     def _check_batchable(self) -> None:
         schema = self._plan.schema
@@ -522,7 +546,10 @@ class MixStream(IterableDataset):
             state = {
                 "version": STATE_VERSION,
                 "seed": self.seed,
-                "domains": [[d.name, d.num_samples, _fingerprint(d)] for d in self._domains],
+                "domains": [[d.name, d.num_samples, _fingerprint(d), len(d.block_sizes),
+                             blocks_digest(d.block_sizes)] for d in self._domains],
+                "segments": [[list(sg) for sg in segs] for segs in
+                             (self._plan.segments or self._plan.default_segments())],
                 "batch_size": self.batch_size,
                 "num_workers": self.num_workers,
                 "world_size": self.world_size,
@@ -559,14 +586,18 @@ class MixStream(IterableDataset):
         if version != STATE_VERSION:
             raise ValueError(f"unsupported MixStream state version {version!r} (this mixstream "
                              f"writes version {STATE_VERSION})")
-        self._check_corpus(require(state, "domains", list))
-        expect = {"seed": self.seed, "mix_block": self.mix_block, "windows": list(self.windows),
-                  "shuffle": self.shuffle, "on_exhausted": self.on_exhausted}
-        for key, value in expect.items():
+        theirs = parse_domains(require(state, "domains", list))
+        for key, value in {"seed": self.seed, "mix_block": self.mix_block,
+                           "shuffle": self.shuffle, "on_exhausted": self.on_exhausted}.items():
             if state.get(key) != value:
                 raise ValueError(f"checkpoint has {key}={state.get(key)!r} but this stream has "
                                  f"{value!r}; create the stream with the same settings")
-        d = len(self.domains)
+        d = len(theirs)
+        names = [x["name"] for x in theirs]
+        windows = require(state, "windows", list)
+        if len(windows) != d:
+            raise ValueError(f"MixStream checkpoint 'windows' must list {d} domains")
+        segments = parse_segments(state.get("segments"), d, windows, [x["blocks"] for x in theirs])
         bsz = require(state, "batch_size", int)
         nw = require(state, "num_workers", int)
         world = require(state, "world_size", int)
@@ -581,8 +612,6 @@ class MixStream(IterableDataset):
         q = max(1, int(np.asarray(raw.get("queue", [])).size) // max(1, old.num_slots * d * 3))
         shapes = layout_shapes(d, old.num_slots, q)
         arrays = {k: int_array(raw.get(k), shape, f"claims.{k}") for k, shape in shapes.items()}
-        claims = ClaimBook(self._plan.geometry, old.num_slots, arrays)
-        self._check_consistent(claims, mix, log, old, consumed)
         attached = require(state, "attached", dict)
         if set(attached) != set(self._attached):
             raise ValueError(f"checkpoint has attached states {sorted(attached)}, this stream has "
@@ -592,6 +621,56 @@ class MixStream(IterableDataset):
                 self._topology().num_slots:
             raise RuntimeError("cannot load a checkpoint of another topology into a stream whose "
                                "persistent DataLoader workers are running; create a new MixLoader")
+        # -- this corpus against the checkpoint's, by name ------------------------------------
+        mine = {dom.name: i for i, dom in enumerate(self._domains)}
+        old_geo: list[Any] = []
+        new_segments = self._plan.default_segments()
+        for i, x in enumerate(theirs):
+            j = mine.get(x["name"])
+            if j is None:
+                old_geo.append(None)  # retired
+                continue
+            dom = self._domains[j]
+            grown = self._check_domain(dom, x)
+            old_geo.append(build_geometry(dom.block_sizes, segments[i], seed=self.seed, domain=j,
+                                          shuffle=self.shuffle))
+            segs = list(segments[i])
+            if grown:  # the new shards join at the domain's next epoch not yet started
+                claimed = int(arrays["claimed"][i])
+                start = 0 if claimed == 0 else old_geo[-1].epoch_of(claimed - 1) + 1
+                segs = [sg for sg in segs if sg[0] < start] + [
+                    (start, len(dom.block_sizes), self._plan.windows[j])]
+            elif segs[-1][2] != self._plan.windows[j]:
+                raise ValueError(f"checkpoint has window {segs[-1][2]} for domain {dom.name!r} but "
+                                 f"this stream has {self._plan.windows[j]}; create the stream with "
+                                 f"the same shuffle_window / memory_budget")
+            new_segments[j] = segs
+        pos = consumed * old.world_size * old.batch_size
+        cursor = MixCursor(self.seed, self.mix_block, mix,
+                           [(e.from_sample, e.weights) for e in log.entries
+                            if e.from_sample > mix.chunk_start])
+        if mix.chunk_start > pos:
+            raise ValueError(f"MixStream checkpoint is inconsistent: mixture at sample "
+                             f"{mix.chunk_start} but position {pos}")
+        realised = cursor.counts_at(pos)
+        for i, geo in enumerate(old_geo):
+            if geo is None:
+                continue
+            book = ClaimBook([geo], old.num_slots, {k: v[i : i + 1] if v.ndim == 1 else
+                                                    v[:, i : i + 1] for k, v in arrays.items()})
+            served = int(book.served()[0])
+            if served != int(realised[i]):
+                raise ValueError(
+                    f"MixStream checkpoint is inconsistent: at batch {consumed} the mixture assigns "
+                    f"{int(realised[i])} samples of domain {names[i]!r} but the claim book served "
+                    f"{served}; the checkpoint was edited or its counters rewound (loading it "
+                    f"would repeat or skip data)")
+        self._plan.segments = new_segments
+        self._plan._geometry = None
+        if names != self.domains:
+            log, mix, arrays = self._carry(names, cursor, pos, arrays, old.num_slots)
+            attached = {k: self._remap_attached(k, v, names) for k, v in attached.items()}
+        claims = ClaimBook(self._plan.geometry, old.num_slots, arrays)
         self._log = log
         self._consumed, self._trained = consumed, None
         self._digest = hashlib.sha256(str(state.get("weight_digest", "")).encode())
@@ -603,37 +682,65 @@ class MixStream(IterableDataset):
         for key, obj in self._attached.items():
             obj.load_state_dict(attached[key])
 
-    def _check_corpus(self, domains: list) -> None:
-        mine = [[d.name, d.num_samples] for d in self._domains]
-        theirs = [list(x)[:2] if isinstance(x, (list, tuple)) else x for x in domains]
-        if theirs != mine:
-            raise ValueError(f"checkpoint domains {theirs} do not match this stream's {mine} "
-                             f"(names and sample counts must be equal)")
-        for dom, entry in zip(self._domains, domains):
-            fp = entry[2] if len(entry) > 2 else None
-            now = _fingerprint(dom)
+    def _check_domain(self, dom: Domain, theirs: dict[str, Any]) -> bool:
+        """Is ``dom`` the checkpoint's domain (False) or the same one grown (True)? Else raise."""
+        blocks, digest = theirs["blocks"], theirs["digest"]
+        if theirs["samples"] == dom.num_samples:
+            fp, now = theirs["fingerprint"], _fingerprint(dom)
             if fp is not None and now is not None and fp != now:
                 raise ValueError(f"domain {dom.name!r}: the checkpoint was taken on other data "
                                  f"(corpus fingerprint {fp} != {now}); its shards changed")
+            if digest is not None and digest != blocks_digest(dom.block_sizes):
+                raise ValueError(f"domain {dom.name!r}: its blocks differ from the checkpoint's")
+            return False
+        grown = (isinstance(blocks, int) and digest is not None
+                 and theirs["samples"] < dom.num_samples and blocks < len(dom.block_sizes)
+                 and blocks_digest(dom.block_sizes[:blocks]) == digest)
+        if not grown:
+            raise ValueError(
+                f"domain {dom.name!r} has {dom.num_samples} samples but the checkpoint's had "
+                f"{theirs['samples']}; a domain may only grow by shards appended after its old "
+                f"ones (then the new shards join at its next epoch)")
+        return True
 
-    def _check_consistent(self, claims: ClaimBook, mix: MixCheckpoint, log: WeightLog,
-                          topo: Topology, consumed: int) -> None:
-        pos = consumed * topo.world_size * topo.batch_size
-        if mix.chunk_start > pos:
-            raise ValueError(f"MixStream checkpoint is inconsistent: mixture at sample "
-                             f"{mix.chunk_start} but position {pos}")
-        probe = PositionTracker(seed=self.seed, block=self.mix_block, topology=topo,
-                                claims=ClaimBook(claims.geometry, claims.num_slots),
-                                mix=mix, pending=[(e.from_sample, e.weights) for e in log.entries
-                                                  if e.from_sample > mix.chunk_start],
-                                batch=consumed)
-        realised = probe.realised_counts()
-        served = claims.served()
-        if not np.array_equal(realised, served):
-            raise ValueError(f"MixStream checkpoint is inconsistent: at batch {consumed} the mixture "
-                             f"assigns {realised.tolist()} samples per domain but the claim book "
-                             f"served {served.tolist()}; the checkpoint was edited or its counters "
-                             f"rewound (loading it would repeat or skip data)")
+    def _carry(self, names: list[str], cursor: MixCursor, pos: int,
+               arrays: dict[str, np.ndarray], slots: int) -> tuple[WeightLog, MixCheckpoint,
+                                                                    dict[str, np.ndarray]]:
+        """Carry the checkpoint's state into this stream's domain set at sample ``pos``: kept
+        domains keep their counts, targets and claims; new ones start fresh; retired ones are
+        dropped; this stream's initial weights apply from ``pos``."""
+        index = [names.index(n) if n in names else -1 for n in self.domains]
+        counts_old, targets_old = cursor.counts_at(pos), cursor.targets_at(pos)
+
+        def pick(values: np.ndarray, fill: float) -> np.ndarray:
+            return np.array([values[i] if i >= 0 else fill for i in index])
+
+        counts = pick(counts_old, 0).astype(np.int64)
+        targets = pick(targets_old, 0.0).astype(np.float64)
+        w = self._initial_weights
+        mix = MixCheckpoint(pos, counts, pos, w.copy(), rebase(targets, counts, w), targets)
+        d = len(self.domains)
+        out = ClaimBook(self._plan.geometry, slots,
+                        queue_depth=int(arrays["queue"].shape[2])).arrays()
+        for j, i in enumerate(index):
+            if i >= 0:
+                for key in ("claimed", "held", "offset", "end"):
+                    out[key][..., j] = arrays[key][..., i]
+                out["queue"][:, j] = arrays["queue"][:, i]
+        assert out["claimed"].shape == (d,)
+        log = WeightLog(w)
+        log.entries = [LogEntry(pos, w.copy())]
+        return log, mix, out
+
+    def _remap_attached(self, key: str, sub: Any, names: list[str]) -> Any:
+        obj = self._attached[key]
+        remap = getattr(obj, "remap_state", None)
+        if remap is None:
+            raise ValueError(
+                f"the domain set changed ({names} -> {self.domains}) but the attached {key!r} "
+                f"({type(obj).__name__}) cannot carry its state over (no remap_state); attach it "
+                f"after load_state_dict to start it fresh")
+        return remap(sub, names, list(self.domains))
 
     def progress(self) -> dict[str, dict[str, Any]]:
         """Per domain: global samples consumed and epochs of the domain completed so far."""

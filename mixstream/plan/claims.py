@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .order import WindowGeometry
+from .order import Geometry
 
 Piece = tuple[int, int, int]
 """(window id, offset in the window, samples)"""
@@ -60,7 +60,7 @@ class ClaimBook:
     ranges ``(window, offset, end)`` (``window = -1``: empty) the slot serves later.
     """
 
-    def __init__(self, geometry: list[WindowGeometry], num_slots: int,
+    def __init__(self, geometry: list[Geometry], num_slots: int,
                  arrays: dict[str, np.ndarray] | None = None, queue_depth: int = 1):
         self.geometry = geometry
         d = len(geometry)
@@ -79,7 +79,6 @@ class ClaimBook:
         self.offset: np.ndarray
         self.end: np.ndarray
         self.queue: np.ndarray
-        self.per_epoch = np.array([g.per_epoch for g in geometry], np.int64)
 
     # -- state ------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -133,21 +132,20 @@ class ClaimBook:
 
     # -- acquiring ranges -------------------------------------------------------------------
     def _epoch(self, domain: int, window: int) -> int:
-        return int(window // self.per_epoch[domain])
+        return self.geometry[domain].epoch_of(int(window))
 
     def oldest_open_epoch(self, domain: int) -> int:
         """The oldest epoch of ``domain`` with samples not yet served."""
-        pe = int(self.per_epoch[domain])
-        best = int(self.claimed[domain]) // pe  # the next unclaimed window's epoch
+        best = int(self.claimed[domain])  # (epochs grow with window ids: take the least window)
         held, off, end = self.held[:, domain], self.offset[:, domain], self.end[:, domain]
         live = (held >= 0) & (off < end)
         if live.any():
-            best = min(best, int(held[live].min()) // pe)
+            best = min(best, int(held[live].min()))
         q = self.queue[:, domain]
         qlive = q[..., 0] >= 0
         if qlive.any():
-            best = min(best, int(q[..., 0][qlive].min()) // pe)
-        return best
+            best = min(best, int(q[..., 0][qlive].min()))
+        return self._epoch(domain, best)
 
     def _claim(self, domain: int) -> tuple[int, int, int]:
         window = int(self.claimed[domain])
@@ -183,18 +181,17 @@ class ClaimBook:
         """Take unserved samples of ``epoch`` from another slot: a queued range whole, else the
         second half of the largest range being served (ties: lowest slot, queue before held)."""
         best: tuple[int, int, int, int] | None = None  # (-remaining, kind, slot, queue index)
-        pe = int(self.per_epoch[domain])
         for s in range(self.num_slots):
             if s == slot:
                 continue
             q = self.queue[s, domain]
             for k in range(q.shape[0]):
                 w, o, e = (int(x) for x in q[k])
-                if w >= 0 and w // pe == epoch and e > o:
+                if w >= 0 and e > o and self._epoch(domain, w) == epoch:
                     cand = (o - e, 0, s, k)
                     best = cand if best is None or cand < best else best
             h, o, e = int(self.held[s, domain]), int(self.offset[s, domain]), int(self.end[s, domain])
-            if h >= 0 and h // pe == epoch and e > o:
+            if h >= 0 and e > o and self._epoch(domain, h) == epoch:
                 cand = (o - e, 1, s, -1)
                 best = cand if best is None or cand < best else best
         if best is None:  # cannot happen while the book is consistent

@@ -182,6 +182,15 @@ class MixCursor:
         self.frontier = max(self.frontier, pos)
         return out
 
+    def targets_at(self, pos: int) -> np.ndarray:
+        """Per-domain real-valued targets at sample ``pos`` under the entries before ``pos``
+        (advances the cursor to ``pos``; used to carry a run into another domain set)."""
+        self._advance(pos)
+        self.frontier = max(self.frontier, pos)
+        if self._efrom == pos and pos == self._cs:  # an entry switched in at pos: its base
+            return self._ebase.copy()
+        return self._targets(pos)
+
     # -- weight log -------------------------------------------------------------------------
     def add_entry(self, from_sample: int, weights: np.ndarray) -> None:
         if from_sample < self.frontier:

@@ -45,8 +45,10 @@ class WindowGeometry:
     """Windows of one domain: how many per epoch, their sizes and block spans."""
 
     def __init__(self, block_sizes: np.ndarray, window: int, *, seed: int, domain: int,
-                 shuffle: bool):
+                 shuffle: bool, epoch_base: int = 0):
         sizes = np.asarray(block_sizes, dtype=np.int64)
+        self.window = int(window)
+        self.epoch_base = epoch_base  # seeds block orders by global epoch (see GrownGeometry)
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.seed, self.domain, self.shuffle = seed, domain, shuffle
@@ -86,7 +88,8 @@ class WindowGeometry:
     def _epoch_locked(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         cached = self._epochs.get(epoch)
         if cached is None:
-            order = block_order(self.num_blocks, self.seed, self.domain, epoch, self.shuffle)
+            order = block_order(self.num_blocks, self.seed, self.domain, epoch + self.epoch_base,
+                                self.shuffle)
             parts = self.parts[order]
             base = np.repeat(self.first_unit[order] - (np.cumsum(parts) - parts), parts)
             units = base + np.arange(self.num_units, dtype=np.int64)
@@ -104,6 +107,9 @@ class WindowGeometry:
     def epoch_of(self, window: int) -> int:
         return window // self.per_epoch
 
+    def first_window(self, epoch: int) -> int:
+        return epoch * self.per_epoch
+
     def size(self, window: int) -> int:
         epoch, a, b = self._range(window)
         csum = self._epoch(epoch)[1]
@@ -119,3 +125,61 @@ class WindowGeometry:
         units = self._epoch(epoch)[0][a:b]
         return [BlockSpan(int(self.unit_block[u]), int(self.unit_start[u]), int(self.unit_stop[u]))
                 for u in units]
+
+
+class GrownGeometry:
+    """A domain whose shards grew: epochs before ``first_epoch`` keep ``old`` (the blocks the
+    domain had), later epochs follow ``new`` (all blocks). Window ids stay global and increasing,
+    so claims and checkpoints see one sequence; the switch happens at an epoch boundary, so every
+    epoch is one whole pass over one version of the domain."""
+
+    def __init__(self, old: WindowGeometry | GrownGeometry, new: WindowGeometry, first_epoch: int):
+        self.old, self.new, self.first_epoch = old, new, first_epoch
+        self.start = old.first_window(first_epoch)
+        self.window = new.window
+
+    @property
+    def num_blocks(self) -> int:
+        return self.new.num_blocks
+
+    def _split(self, window: int) -> tuple[WindowGeometry | GrownGeometry, int]:
+        return (self.old, window) if window < self.start else (self.new, window - self.start)
+
+    def epoch_of(self, window: int) -> int:
+        if window < self.start:
+            return self.old.epoch_of(window)
+        return self.first_epoch + self.new.epoch_of(window - self.start)
+
+    def first_window(self, epoch: int) -> int:
+        if epoch < self.first_epoch:
+            return self.old.first_window(epoch)
+        return self.start + self.new.first_window(epoch - self.first_epoch)
+
+    def size(self, window: int) -> int:
+        geo, w = self._split(window)
+        return geo.size(w)
+
+    def spans(self, window: int) -> list[BlockSpan]:
+        geo, w = self._split(window)
+        return geo.spans(w)
+
+    def served_before(self, window: int) -> int:
+        if window < self.start:
+            return self.old.served_before(window)
+        return self.old.served_before(self.start) + self.new.served_before(window - self.start)
+
+
+Geometry = WindowGeometry | GrownGeometry
+
+
+def build_geometry(block_sizes: np.ndarray, segments: list[tuple[int, int, int]], *, seed: int,
+                   domain: int, shuffle: bool) -> WindowGeometry | GrownGeometry:
+    """The geometry of a domain from its history ``[(first_epoch, num_blocks, window), ...]``
+    (one segment per version of the domain; ``block_sizes`` of the latest)."""
+    geo: WindowGeometry | GrownGeometry | None = None
+    for first_epoch, num_blocks, window in segments:
+        part = WindowGeometry(block_sizes[:num_blocks], window, seed=seed, domain=domain,
+                              shuffle=shuffle, epoch_base=first_epoch)
+        geo = part if geo is None else GrownGeometry(geo, part, first_epoch)
+    assert geo is not None
+    return geo
