@@ -24,15 +24,23 @@ from .stream import MixStream
 
 
 class _Counting:
-    def __init__(self, it: Any, stream: MixStream):
+    def __init__(self, it: Any, loader: MixLoader):
         self._it = it
-        self._stream = stream
+        self._loader = loader
+        self._stream = loader.stream
 
     def __iter__(self) -> _Counting:
         return self
 
     def __next__(self) -> Any:
         stream = self._stream
+        if stream._restart:  # the domain set changed: new workers from the change on
+            stream._restart = False
+            shutdown = getattr(self._it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._loader._iterator = None
+            self._it = self._loader._start()
         with stream._lock:
             stream._in_next = True  # the DataLoader may request one more batch in here
         try:
@@ -91,6 +99,10 @@ class MixLoader(DataLoader):
         self.stream = stream
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self.stream._restart = False
+        return _Counting(self._start(), self)
+
+    def _start(self) -> Any:
         stream = self.stream
         stream._begin_iteration()
         stream._loader_iterating = True  # workers forked/spawned now carry the flag
@@ -100,7 +112,7 @@ class MixLoader(DataLoader):
             stream._loader_iterating = False
         if self.persistent_workers and self.num_workers > 0:
             stream._plan.channel.frozen = True  # those workers keep these shared buffers
-        return _Counting(it, stream)
+        return it
 
     # -- the stateful-loader protocol -------------------------------------------------------
     @property

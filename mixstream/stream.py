@@ -124,36 +124,26 @@ class MixStream(IterableDataset):
             raise ValueError(f"shuffle_window must be >= 1, got {shuffle_window}")
         if token_dtype is not None and not isinstance(token_dtype, torch.dtype):
             raise ValueError(f"token_dtype must be a torch.dtype or None, got {token_dtype!r}")
-        self.domains: list[str] = list(domains)
         remote = remote or RemoteConfig(cache_dir=cache_dir, cache_limit_bytes=cache_limit_bytes,
                                         concurrency=remote_concurrency)
-        self._domains = [Domain(name, spec, remote=remote) for name, spec in domains.items()]
-        schema = self._select_columns(columns)
-        union = dict(schema)
-        if columns is None:
-            for dom in self._domains[1:]:
-                for key, spec in dom.schema.items():
-                    union.setdefault(key, spec)
-        d = len(self.domains)
-        w0 = (np.full(d, 1.0 / d) if weights is None else normalize_weights(weights, self.domains))
+        self._remote = remote
+        self._columns = columns
+        self._shuffle_window, self._memory_budget = shuffle_window, memory_budget
         self._fixed_topology = (rank, world_size)
         self.rank, self.world_size = resolve_topology(rank, world_size)
         if max_pending_weight_changes is not None and max_pending_weight_changes < 2:
             raise ValueError(f"max_pending_weight_changes must be >= 2, got "
                              f"{max_pending_weight_changes}")
         self._max_pending = max_pending_weight_changes
+        doms = [Domain(name, spec, remote=remote) for name, spec in domains.items()]
         self._plan = ReaderPlan(
-            domains=self._domains, schema=schema, union_schema=union,
-            windows=self._windows(shuffle_window, memory_budget), seed=int(seed),
+            domains=doms, schema={}, union_schema={}, windows=[], seed=int(seed),
             shuffle=bool(shuffle), mix_block=int(mix_block), on_exhausted=on_exhausted,
             prefetch=bool(prefetch),
             token_dtype=None if token_dtype is None else str(token_dtype).replace("torch.", ""),
-            channel=WeightChannel(d, max_pending_weight_changes or 64), rank=self.rank,
+            channel=WeightChannel(len(doms), max_pending_weight_changes or 64), rank=self.rank,
             world_size=self.world_size)
-        self._log = WeightLog(w0)
-        self._initial_weights = w0
-        self._digest = hashlib.sha256()
-        self._digest.update(w0.tobytes())
+        self._install_domains(doms, weights)
         self._listeners: list[Callable[[int, dict[str, float]], None]] = []
         self.batch_size: int | None = batch_size
         self.num_workers: int | None = None
@@ -170,6 +160,7 @@ class MixStream(IterableDataset):
         self._driven_by_loader = False  # bound by a MixLoader (which counts batches)
         self._in_next = False  # the MixLoader is inside next(): one more batch may be requested
         self._loader_iterating = False  # set by MixLoader while it creates its iterator
+        self._restart = False  # the domain set changed: the loader restarts its iterator
 
     # -- the worker payload -----------------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -182,6 +173,30 @@ class MixStream(IterableDataset):
         self.__dict__.update(state)
 
     # -- construction helpers ---------------------------------------------------------------
+    def _install_domains(self, doms: list[Domain], weights: WeightsLike | None) -> None:
+        """Make ``doms`` this stream's domains (construction, and a domain-set change)."""
+        self.domains = [d.name for d in doms]
+        self._domains = doms
+        plan = self._plan
+        plan.domains = doms
+        plan.schema = self._select_columns(self._columns)
+        plan.union_schema = dict(plan.schema)
+        if self._columns is None:
+            for dom in doms[1:]:
+                for key, spec in dom.schema.items():
+                    plan.union_schema.setdefault(key, spec)
+        plan.windows = self._windows(self._shuffle_window, self._memory_budget)
+        plan.segments, plan._geometry = None, None
+        if plan.channel.num_domains != len(doms):
+            plan.channel = WeightChannel(len(doms), plan.channel.capacity)
+            if self.num_workers is not None:
+                plan.channel.allocate_start(1, 1)
+        d = len(doms)
+        w0 = np.full(d, 1.0 / d) if weights is None else normalize_weights(weights, self.domains)
+        self._initial_weights = w0
+        self._log = WeightLog(w0)
+        self._digest = hashlib.sha256(w0.tobytes())
+
     def _select_columns(self, columns: list[str] | None) -> Schema:
         first = self._domains[0]
         if columns is None:
@@ -523,6 +538,55 @@ class MixStream(IterableDataset):
         entries = self._log.entries
         keep = max([i for i, e in enumerate(entries) if e.from_sample <= cs] + [0])
         self._log.entries = entries[keep:]
+
+    # -- the domain set ---------------------------------------------------------------------
+    def add_domains(self, domains: Mapping[str, Any], weights: WeightsLike | None = None) -> int:
+        """Add domains during a run, from the next batch the loader fetches; returns that batch.
+
+        The stream continues as if its checkpoint at that batch were loaded into a stream with
+        the larger domain set (see :meth:`load_state_dict`): old domains keep their epochs and
+        positions, new ones start fresh, ``weights`` (every domain, by name; default uniform)
+        apply from there. The MixLoader restarts its workers at that batch (batches it had
+        prefetched are produced again under the new plan). Needs a MixLoader.
+        """
+        for name in domains:
+            if name in self.domains:
+                raise ValueError(f"domain {name!r} is already in this stream")
+        new = [Domain(name, spec, remote=self._remote) for name, spec in domains.items()]
+        return self._change_domains(self._domains + new, weights)
+
+    def remove_domains(self, names: list[str], weights: WeightsLike | None = None) -> int:
+        """Retire domains during a run (see :meth:`add_domains`); ``weights`` for those left."""
+        missing = [n for n in names if n not in self.domains]
+        if missing:
+            raise ValueError(f"unknown domain(s) {missing}; this stream has {self.domains}")
+        keep = [d for d in self._domains if d.name not in names]
+        if not keep:
+            raise ValueError("cannot remove every domain")
+        return self._change_domains(keep, weights)
+
+    def _change_domains(self, doms: list[Domain], weights: WeightsLike | None) -> int:
+        with self._lock:
+            if not self._driven_by_loader or self._tracker is None:
+                raise RuntimeError("changing the domain set during a run needs a MixLoader (it "
+                                   "restarts its workers with the new domains); with a plain "
+                                   "DataLoader, load the checkpoint into a new MixStream")
+            if weights is not None:
+                normalize_weights(weights, [d.name for d in doms])  # validate before changing
+            for key, obj in self._attached.items():
+                if not hasattr(obj, "remap_state"):
+                    raise ValueError(f"the attached {key!r} ({type(obj).__name__}) cannot carry "
+                                     f"its state into another domain set (no remap_state)")
+            at = self._consumed
+            self._trained = None
+            state = self.state_dict(check_ranks=False)
+            self._plan.channel.frozen = False  # the loader makes new workers with new buffers
+            self._install_domains(doms, weights)
+            self._tracker = None
+            self._load(state)
+            self._tracker = self._new_tracker()
+            self._restart = True
+        return at
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self, *, check_ranks: bool = True) -> dict[str, Any]:

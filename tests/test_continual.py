@@ -1,0 +1,171 @@
+"""Continual training: a run carried into another domain set keeps every old domain's epoch.
+
+Ids are ``domain index (by name) * 1e6 + row`` (tests/exactly_once.py's IdSource), so a sample
+keeps its id whatever the stream's domain order; every check is by name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from exactly_once import ID_BASE, IdSource
+
+from mixstream import MixLoader, MixStream
+
+SIZES = {"web": [40, 40, 33], "code": [50, 27], "math": [30, 30], "chat": [21]}
+NAME_ID = {n: i for i, n in enumerate(SIZES)}
+
+
+def domains(names, grow=None):
+    grow = grow or {}
+    return {n: IdSource(NAME_ID[n], SIZES[n] + grow.get(n, [])) for n in names}
+
+
+def take(loader, steps):
+    out = []
+    it = iter(loader)
+    for _ in range(steps):
+        b = next(it)
+        names = loader.stream.domains
+        out.append((b["index"].numpy().copy(), [names[d] for d in b["domain"].tolist()],
+                    b["id"].numpy().copy()))
+    return out
+
+
+def per_domain(rows):
+    seq: dict[str, list[int]] = {}
+    index = np.concatenate([r[0] for r in rows])
+    assert (np.sort(index) == np.arange(len(index))).all()
+    order = np.argsort(index)
+    names = [n for r in rows for n in r[1]]
+    ids = np.concatenate([r[2] for r in rows])
+    for k in order:
+        seq.setdefault(names[k], []).append(int(ids[k]))
+    return seq
+
+
+def check_epochs(seq, sizes):
+    """Each domain: consecutive epochs, each a permutation of the domain (``sizes``: per epoch,
+    which version of the domain it is — a grown domain changes size at an epoch boundary)."""
+    for name, ids in seq.items():
+        assert all(i // ID_BASE == NAME_ID[name] for i in ids)
+        pos = 0
+        for size in sizes(name):
+            chunk = ids[pos : pos + size]
+            assert len(set(chunk)) == len(chunk), f"{name}: a sample repeats within an epoch"
+            if len(chunk) < size:
+                return
+            assert sorted(chunk) == sorted(range(NAME_ID[name] * ID_BASE,
+                                                 NAME_ID[name] * ID_BASE + size))
+            pos += size
+
+
+def constant(name, extra=None):
+    n = sum(SIZES[name]) + sum((extra or {}).get(name, []))
+    while True:
+        yield n
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_checkpoint_resumes_into_a_superset_and_a_subset(workers):
+    s = MixStream(domains(["web", "code"]), seed=1, shuffle_window=32)
+    loader = MixLoader(s, batch_size=8, num_workers=workers)
+    head = take(loader, 17)
+    state = loader.state_dict()
+    # superset: math joins; web and code continue their epochs
+    s2 = MixStream(domains(["web", "code", "math"]), seed=1, shuffle_window=32,
+                   weights={"web": 0.3, "code": 0.3, "math": 0.4})
+    loader2 = MixLoader(s2, batch_size=8, num_workers=workers)
+    loader2.load_state_dict(state)
+    tail = take(loader2, 40)
+    seq = per_domain(head + tail)
+    check_epochs(seq, lambda n: constant(n))
+    assert "math" in seq and all(i >= 17 * 8 for i in np.concatenate(
+        [r[0][[k for k, n in enumerate(r[1]) if n == "math"]] for r in tail]))
+    # subset: code retired, web continues
+    state2 = loader2.state_dict()
+    s3 = MixStream(domains(["web", "math"]), seed=1, shuffle_window=32)
+    loader3 = MixLoader(s3, batch_size=8, num_workers=workers)
+    loader3.load_state_dict(state2)
+    more = take(loader3, 30)
+    seq = per_domain(head + tail + more)
+    check_epochs(seq, lambda n: constant(n))
+    assert not any("code" in r[1] for r in more)
+
+
+def test_a_grown_domain_takes_its_new_shards_at_its_next_epoch():
+    s = MixStream(domains(["web", "code"]), seed=2, shuffle_window=20)
+    loader = MixLoader(s, batch_size=8, num_workers=1)
+    head = take(loader, 23)  # into web's and code's second epochs
+    state = loader.state_dict()
+    grow = {"code": [15, 15]}
+    s2 = MixStream(domains(["web", "code"], grow), seed=2, shuffle_window=20)
+    loader2 = MixLoader(s2, batch_size=8, num_workers=1)
+    loader2.load_state_dict(state)
+    switch = s2._plan.segments[1][-1][0]
+    assert switch >= 1
+    tail = take(loader2, 50)
+    seq = per_domain(head + tail)
+    old, new = sum(SIZES["code"]), sum(SIZES["code"]) + 30
+
+    def sizes(name):
+        if name != "code":
+            yield from constant(name)
+        for _ in range(switch):
+            yield old
+        while True:
+            yield new
+
+    check_epochs(seq, sizes)
+    assert max(seq["code"]) >= NAME_ID["code"] * ID_BASE + old  # the new shards were read
+    # the carried state resumes exactly again
+    state2 = loader2.state_dict()
+    s3 = MixStream(domains(["web", "code"], grow), seed=2, shuffle_window=20)
+    loader3 = MixLoader(s3, batch_size=8, num_workers=1)
+    loader3.load_state_dict(state2)
+    a = take(loader2, 10)
+    b = take(loader3, 10)
+    assert all((x[2] == y[2]).all() for x, y in zip(a, b))
+
+
+def test_a_domain_that_shrank_or_changed_is_refused():
+    s = MixStream(domains(["web", "code"]), seed=2)
+    loader = MixLoader(s, batch_size=8)
+    take(loader, 3)
+    state = loader.state_dict()
+    shrunk = {"web": IdSource(0, [40, 40]), "code": IdSource(1, SIZES["code"])}
+    with pytest.raises(ValueError, match=r"may only grow by shards appended"):
+        MixStream(shrunk, seed=2).load_state_dict(state)
+    reordered = {"web": IdSource(0, [33, 40, 40]), "code": IdSource(1, SIZES["code"])}
+    with pytest.raises(ValueError, match=r"other data|blocks differ"):
+        MixStream(reordered, seed=2).load_state_dict(state)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_add_domains_during_a_run_is_deterministic_and_exact(workers):
+    def run():
+        s = MixStream(domains(["web", "code"]), seed=3, shuffle_window=24)
+        loader = MixLoader(s, batch_size=8, num_workers=workers)
+        it = iter(loader)
+        rows = []
+        at = None
+        for step in range(60):
+            b = next(it)
+            names = s.domains
+            rows.append((b["index"].numpy().copy(), [names[d] for d in b["domain"].tolist()],
+                         b["id"].numpy().copy()))
+            if step == 12:
+                at = s.add_domains(domains(["math"]), weights={"web": 1, "code": 1, "math": 2})
+            if step == 35:
+                s.remove_domains(["code"])
+        return rows, at, loader.state_dict()
+
+    rows, at, state = run()
+    again, _, _ = run()
+    assert all((x[2] == y[2]).all() and x[1] == y[1] for x, y in zip(rows, again))
+    assert at == 13
+    seq = per_domain(rows)
+    check_epochs(seq, lambda n: constant(n))
+    first_math = min(i for r in rows for i, n in zip(r[0], r[1]) if n == "math")
+    assert first_math >= at * 8
+    assert state["domains"][0][0] == "web" and len(state["domains"]) == 2
