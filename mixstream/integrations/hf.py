@@ -100,7 +100,8 @@ class MixTrainer(Trainer):
                 raise ValueError(f"No valid checkpoint found in output directory "
                                  f"({self.args.output_dir})")
         if ckpt:
-            self.train_loader.load_state_dict(self._read_state(str(ckpt)))
+            ckpt = str(ckpt)
+            self.train_loader.load_state_dict(self._read_state(ckpt))
         return super().train(resume_from_checkpoint=ckpt or None, **kwargs)
 
     def _read_state(self, ckpt: str) -> dict[str, Any]:

@@ -90,7 +90,8 @@ class MixStreamCallback(pl.Callback):
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         ctrls = _feedback.controllers(self.stream)
         if ctrls:
-            self._collect(outputs, batch, ctrls)
+            if outputs is not None:  # None: training_step skipped this batch (no loss to give)
+                self._collect(outputs, batch, ctrls)
             if trainer.global_step != self._step:  # the optimizer stepped on this batch
                 self._step = trainer.global_step
                 self._losses.flush(ctrls)
