@@ -232,3 +232,15 @@ def test_recorder_gives_the_extra_pass_gradients_for_free():
                 norm_params=["lm_head.weight"], grad_source="backward", **SMALL)
     with pytest.raises(ValueError, match="recorder.record"):
         ac2.feedback(batch["domain"], mse(model, batch).detach(), batch=batch)
+
+
+def test_min_weight_floors_the_actors_mixture():
+    stream = FakeStream(D, seed=3)
+    ac = ACODM(stream, total_steps=100, warmup=2, n_norms=2, min_weight=0.1, **SMALL)
+    ac.agent.act = lambda s: np.array([1.0, 0.0, 0.0])        # a collapsed actor
+    for step in range(1, 6):
+        ids = stream.next_batch()
+        ac.feedback(ids, **fake_inputs(step, ids))
+    np.testing.assert_allclose(ac.weight_vector, [0.8, 0.1, 0.1], atol=1e-3)
+    with pytest.raises(ValueError, match="min_weight"):
+        ACODM(FakeStream(D), total_steps=10, n_norms=2, min_weight=0.5)

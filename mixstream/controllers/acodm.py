@@ -35,6 +35,11 @@ differences the accumulated ``.grad``; cost: one copy of the chosen matrices per
 ``"auto"`` (default) uses the recorded gradients when a step recorded any, else the extra pass.
 See ``docs/methods/acodm.md`` for the measured costs.
 
+``min_weight`` (default 0, released: none) floors the actor's mixture at ``m`` per domain
+(``(1 - K m) a + m``): the action-weighted objective is linear in the action, so the actor can
+put everything on one domain; the forced single-domain micro-batches are the only floor
+otherwise.
+
 Actor objective (``objective``, see :mod:`.acodm_agent`): ``"action_weighted"`` (default,
 ``Σ_k μ_k Q_k``), ``"mean_q"`` (the released loss, stepped) or ``"released"`` (faithful: the
 actor is never stepped). The released objective has no learning signal because the z-scored
@@ -101,13 +106,15 @@ class ACODM(Controller):
                  minibatch: int = 32, smoothing: float = 0.5, noise: float = 1e-3,
                  delta_reference: str = "first", seed: int = 0,
                  observer: Observer | None = None, objective: str = "action_weighted",
-                 grad_source: str = "auto") -> None:
+                 grad_source: str = "auto", min_weight: float = 0.0) -> None:
         if total_steps < 1:
             raise ValueError(f"AC-ODM needs total_steps >= 1 (for t/T in the state), got "
                              f"{total_steps}")
         if delta_reference not in ("first", "previous"):
             raise ValueError(f"delta_reference must be 'first' or 'previous', got "
                              f"{delta_reference!r}")
+        if not 0.0 <= min_weight * max(1, len(stream.domains)) <= 1.0:
+            raise ValueError(f"min_weight must be in [0, 1/K], got {min_weight}")
         if grad_source not in ("auto", "backward", "extra"):
             raise ValueError(f"grad_source must be 'auto', 'backward' or 'extra', got "
                              f"{grad_source!r}")
@@ -130,6 +137,7 @@ class ACODM(Controller):
                                tau=tau, lr=lr, weight_decay=weight_decay, objective=objective,
                                seed=seed)
         self.grad_source = grad_source
+        self.min_weight = float(min_weight)
         self._recorder: DomainGradRecorder | None = None
         self.proxy = agent is not None
         if self.proxy:
@@ -270,6 +278,8 @@ class ACODM(Controller):
             action = np.maximum(mu - self.rng.random(self.K) * self.noise, 0.0)
             if action.sum() <= 0:
                 action = mu
+            if self.min_weight > 0:  # floor: (1 - K m) a + m keeps every domain sampled
+                action = (1 - self.K * self.min_weight) * action / action.sum() + self.min_weight
         action = action / action.sum()
         self.prev_state, self.prev_action = s, action
         return action

@@ -47,7 +47,7 @@ Defaults follow the released code (LoRA rank 16, alpha 32, dropout 0.05, ``kl_re
 0.9/0.1, prior uniform over the active domains as in ``pretrain.py``); ``lora_steps`` and
 ``lora_lr`` must be chosen for the run (released: 0.2 × stage steps, 2 × base lr). LoRA
 targets default to every ``nn.Linear`` except the LM head (``exclude`` defaults to
-``("lm_head",)``, and a linear layer whose weight is tied to another parameter — a tied
+``("lm_head",)`` when no ``targets`` are named, and a linear layer whose weight is tied to another parameter — a tied
 embedding/LM head — is never adapted), as the authors exclude the head. Deviations: the LoRA
 is :mod:`mixstream.model.lora` (peft-equivalent on ``nn.Linear``), the fit/solver as
 documented in :mod:`.opmix_fit`; see ``docs/methods/opmix.md``.
@@ -126,7 +126,7 @@ class OPMix(Controller):
             raise ValueError("OP-Mix needs val_batches: {domain or target name: batches}")
         self.ctx, self.train_batches, self.val_batches = ctx, train_batches, dict(val_batches)
         # the authors exclude the LM head; tied heads are excluded by find_linear_modules
-        excl = ("lm_head",) if exclude is None else exclude
+        excl = (("lm_head",) if targets is None else ()) if exclude is None else exclude
         self.lora = {"targets": targets, "exclude": excl, "rank": rank, "alpha": alpha,
                      "dropout": dropout}
         self.lora_steps, self.lora_lr = int(lora_steps), float(lora_lr)
