@@ -84,9 +84,12 @@ class MDSSink:
             self.schema, self._columns = table.schema, mds_columns(table.schema)
             if os.path.exists(self.directory):  # a unit interrupted earlier: start it again
                 shutil.rmtree(self.directory)
+            # hashes in index.json: readers check them (mixstream's MDSSource, verify=True:
+            # the fastest, once per file; mosaic's StreamingDataset(validate_hash=...))
             self._writer = self._cls(
                 out=self.directory, columns=self._columns,
                 compression=CODECS[self.layout.compression or "none"],
+                hashes=["sha1", "xxh64"],
                 size_limit=self.layout.shard_bytes or (1 << 26))
         for row in _rows(table, self._columns):
             self._writer.write(row)

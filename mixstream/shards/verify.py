@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from ..sources.arrow import schema_from_arrow
 from ..sources.base import SourceError
+from ..sources.integrity import confine, validate_arrow
 from .manifest import Manifest, ShardInfo, load_manifest, manifest_path
 from .shardfile import count_tokens, sha256_file
 
@@ -76,12 +77,16 @@ def _tokens(path: str, fmt: str, column: str) -> int:
     else:
         with pa.memory_map(path) as source:
             table = pa.ipc.open_file(source).read_all().select([column])
+    validate_arrow(table)  # a corrupt length would otherwise abort the process
     return count_tokens(table, column) or 0
 
 
 def check_shard(directory: str, m: Manifest, s: ShardInfo, checksum: bool) -> list[str]:
     """Problems of one shard (empty when it matches the manifest)."""
-    path = os.path.join(directory, s.path)
+    try:
+        path = confine(directory, s.path, where=manifest_path(directory))
+    except SourceError as e:
+        return [str(e)]
     if not os.path.exists(path):
         return [f"{path}: missing"]
     problems = []
@@ -92,7 +97,7 @@ def check_shard(directory: str, m: Manifest, s: ShardInfo, checksum: bool) -> li
         problems.append(f"{path}: sha256 differs from the manifest (corrupt or replaced)")
     try:
         blocks, schema = _blocks_and_schema(path, m.shard_format)
-    except (OSError, pa.ArrowInvalid) as e:
+    except (OSError, pa.ArrowException) as e:
         return problems + [f"{path}: unreadable {m.shard_format} file ({e})"]
     if blocks != s.blocks:
         problems.append(f"{path}: blocks {blocks[:8]}… ({len(blocks)}) differ from the "
@@ -102,7 +107,10 @@ def check_shard(directory: str, m: Manifest, s: ShardInfo, checksum: bool) -> li
         problems.append(f"{path}: schema {({k: v.describe() for k, v in got.items()})} differs "
                         f"from the manifest's {({k: v.describe() for k, v in m.schema.items()})}")
     if s.tokens is not None and m.token_column and m.token_column in got:
-        n = _tokens(path, m.shard_format, m.token_column)
+        try:
+            n = _tokens(path, m.shard_format, m.token_column)
+        except (OSError, pa.ArrowException) as e:
+            return problems + [f"{path}: corrupt {m.shard_format} data ({e})"]
         if n != s.tokens:
             problems.append(f"{path}: {n} tokens, manifest says {s.tokens}")
     return problems

@@ -12,6 +12,7 @@ per-file cache and the error that names the file, the domain and the fix.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -45,8 +46,8 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def hasher(algo: str) -> Any:
-    """A fresh hash object for a hashlib or xxhash algorithm name (as mosaic writes them)."""
+@functools.cache
+def _constructor(algo: str) -> Any:
     if algo.startswith("xxh"):
         try:
             import xxhash
@@ -54,15 +55,20 @@ def hasher(algo: str) -> Any:
             raise ValueError(f"hash {algo!r} needs the xxhash package: pip install xxhash") from None
         if not hasattr(xxhash, algo):
             raise ValueError(f"unknown xxhash algorithm {algo!r}")
-        return getattr(xxhash, algo)()
+        return getattr(xxhash, algo)
     if algo not in hashlib.algorithms_available or algo.startswith("shake_"):
         raise ValueError(f"unknown hash algorithm {algo!r}")
-    return hashlib.new(algo)
+    return functools.partial(hashlib.new, algo)
+
+
+def hasher(algo: str) -> Any:
+    """A fresh hash object for a hashlib or xxhash algorithm name (as mosaic writes them)."""
+    return _constructor(algo)()
 
 
 def can_hash(algo: str) -> bool:
     try:
-        hasher(algo)
+        _constructor(algo)
     except ValueError:
         return False
     return True

@@ -224,7 +224,7 @@ class ParquetSource(Source):
         """Each file's name (relative to the files' common folder), size and footer (the
         serialized Parquet metadata: row groups, column chunk offsets, sizes and statistics).
         Reads the footers again for local files (a few KB each)."""
-        root = os.path.commonpath([os.path.dirname(p) for p in self.files])
+        names = relative_names(self.files)
         files = []
         for i, path in enumerate(self.files):
             rf = self._remote[i]
@@ -236,9 +236,20 @@ class ParquetSource(Source):
                     size, meta = rf.size, rf.metadata
             except (OSError, pa.ArrowException) as e:
                 raise SourceError(f"{path}: cannot read its footer ({e}); is it truncated?") from e
-            files.append([os.path.relpath(path, root) if rf is None else path[len(root):],
-                          size, footer_bytes(meta)])
+            files.append([names[i], size, footer_bytes(meta)])
         return {"kind": "parquet", "columns": self.columns, "files": files}
+
+
+def relative_names(files: list[str]) -> list[str]:
+    """Paths (or URLs) relative to their deepest common folder: what a copy elsewhere keeps."""
+    split = [f.replace(os.sep, "/").split("/") for f in files]
+    common = split[0][:-1]
+    for parts in split[1:]:
+        n = 0
+        while n < min(len(common), len(parts) - 1) and common[n] == parts[n]:
+            n += 1
+        common = common[:n]
+    return ["/".join(parts[len(common):]) for parts in split]
 
 
 def footer_bytes(meta: pq.FileMetaData) -> bytes:
