@@ -189,3 +189,12 @@ def test_size_law_restarts_report_a_spread_and_step_range_is_used():
                       step_range=(1000, 3000))
     with pytest.raises(ValueError, match="give target_step"):
         prepare_table(_table(), step=1000, step_range=(1000, 3000))
+
+
+def test_trust_region_and_caps_that_leave_no_mixture_warn_and_use_the_caps():
+    r = np.array([[0.6, 0.2, 0.2], [0.5, 0.3, 0.2], [0.55, 0.25, 0.2], [0.6, 0.3, 0.1],
+                  [0.5, 0.2, 0.3], [0.45, 0.3, 0.25], [0.5, 0.25, 0.25], [0.6, 0.25, 0.15]])
+    law = _quiet_fit(r, TRUE.predict(r), loo=False)
+    with pytest.warns(LawWarning, match="leave no mixture"):
+        got = law.propose(caps=[0.2, 1.0, 1.0])
+    assert got[0] <= 0.2 + 1e-9 and abs(got.sum() - 1) < 1e-9

@@ -327,8 +327,13 @@ class DataMixingLaw:
         if trust_region is not False and self.fit_range is not None:
             margin = 0.0 if trust_region is True else float(trust_region)
             hi = np.minimum(self.fit_range[1] + margin, 1.0)
-            if hi.sum() >= 1:
-                cap = hi if cap is None else np.minimum(np.asarray(cap, np.float64), hi)
+            both = hi if cap is None else np.minimum(np.asarray(cap, np.float64), hi)
+            if both.sum() >= 1:
+                cap = both
+            else:
+                warnings.warn("the trust region (largest fitted shares) and the caps leave no "
+                              "mixture; proposing under the caps alone, outside the fitted "
+                              "mixtures", LawWarning, stacklevel=2)
         with np.errstate(divide="ignore"):  # weight 0 -> log 0 = -inf drops the domain
             log_a = p.log_k + np.log(s)
         return propose_mixture(log_a, p.t, caps=cap, method=method, grid=grid)
