@@ -135,7 +135,8 @@ def test_hf_trainer_resumes_exactly(tmp_path: Path, data: str) -> None:
 
 def test_hf_trainer_torchrun_two_ranks(tmp_path: Path, data: str) -> None:
     pytest.importorskip("transformers")
-    kill_and_resume("train_hf.py", tmp_path, data, procs=2, mode="torchrun")
+    kill_and_resume("train_hf.py", tmp_path, data, procs=2, mode="torchrun",
+                    extra=["--workers", "1"])
 
 
 def test_lightning_resumes_exactly(tmp_path: Path, data: str) -> None:
