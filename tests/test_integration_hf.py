@@ -207,7 +207,7 @@ def test_unbound_stream_in_plain_trainer_is_batched_once(shards: dict, tmp_path)
     """Issue: MixStream(batch_size=8) as train_dataset gave the model 64 rows per step."""
     rows = []
     model = tiny_gpt2()
-    model.register_forward_pre_hook(lambda m, a, kw: rows.append(kw["input_ids"].shape[0]),
+    model.register_forward_pre_hook(lambda m, a, kw: rows.append(tuple(kw["input_ids"].shape)),
                                     with_kwargs=True)
 
     def collate(samples: list) -> dict:
@@ -219,7 +219,7 @@ def test_unbound_stream_in_plain_trainer_is_batched_once(shards: dict, tmp_path)
                       args=arguments(str(tmp_path), max_steps=2, save_steps=100,
                                      per_device_train_batch_size=8))
     trainer.train()
-    assert rows == [8, 8]
+    assert rows == [(8, SEQ), (8, SEQ)]  # not 8 batches of 8
 
 
 def test_plain_trainer_on_a_loader_bound_stream_is_refused(shards: dict, tmp_path) -> None:
