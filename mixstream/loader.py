@@ -49,7 +49,7 @@ class _Counting:
             with stream._lock:
                 stream._in_next = False
             raise
-        stream._delivered()
+        stream._delivered(batch)
         return batch
 
     def __len__(self) -> int:
@@ -104,6 +104,7 @@ class MixLoader(DataLoader):
 
     def _start(self) -> Any:
         stream = self.stream
+        stream._started = True
         stream._begin_iteration()
         stream._loader_iterating = True  # workers forked/spawned now carry the flag
         try:

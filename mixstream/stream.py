@@ -19,6 +19,7 @@ stream (an async validation controller, say).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -161,6 +162,9 @@ class MixStream(IterableDataset):
         self._in_next = False  # the MixLoader is inside next(): one more batch may be requested
         self._loader_iterating = False  # set by MixLoader while it creates its iterator
         self._restart = False  # the domain set changed: the loader restarts its iterator
+        self._delivery_hooks: list[Callable[[Any], None]] = []  # called with each batch
+        self._mute = 0  # >0: set_weights is ignored (objects rebuilt while resuming)
+        self._started = False  # an iteration has started (initial weights are fixed)
 
     # -- the worker payload -----------------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -474,12 +478,43 @@ class MixStream(IterableDataset):
             self._plan.channel.write_tail([(e.from_sample, e.weights) for e in self._log.entries
                                            if e.from_sample > mix.chunk_start])
 
-    def _delivered(self) -> None:
+    def _delivered(self, batch: Any = None) -> None:
         with self._lock:
             self._consumed += 1
             self._in_next = False
             if self._fresh:
                 self._fresh, self._loaded = False, None
+        for hook in self._delivery_hooks:
+            hook(batch)
+
+    def detach(self, obj: Any) -> None:
+        """Stop including ``obj`` in checkpoints (a StagePlan retiring a stage's controller)."""
+        for key, other in list(self._attached.items()):
+            if other is obj:
+                del self._attached[key]
+
+    @contextlib.contextmanager
+    def _muted(self) -> Iterator[None]:
+        self._mute += 1
+        try:
+            yield
+        finally:
+            self._mute -= 1
+
+    def _set_initial_weights(self, weights: WeightsLike) -> None:
+        """Replace the initial weights (before the first iteration only)."""
+        with self._lock:
+            if self._started or self._consumed or len(self._log) > 1:
+                raise RuntimeError("initial weights can only change before the first batch")
+            self._install_log(normalize_weights(weights, self.domains))
+
+    def _install_log(self, w0: np.ndarray) -> None:
+        self._initial_weights = w0
+        self._log = WeightLog(w0)
+        self._digest = hashlib.sha256(w0.tobytes())
+        if self._tracker is not None:
+            self._tracker = self._new_tracker()
+            self._begin_iteration()
 
     # -- weights ----------------------------------------------------------------------------
     def set_weights(self, weights: WeightsLike, *, from_batch: int | None = None) -> int:
@@ -494,6 +529,8 @@ class MixStream(IterableDataset):
         """
         w = normalize_weights(weights, self.domains)
         with self._lock:
+            if self._mute:
+                return self._log.latest.from_sample
             if self.batch_size is None or self._tracker is None:
                 raise ValueError("set_weights needs the batch size: use MixLoader, or pass "
                                  "batch_size= to MixStream and call stream.bind(...) first")
@@ -677,7 +714,8 @@ class MixStream(IterableDataset):
         shapes = layout_shapes(d, old.num_slots, q)
         arrays = {k: int_array(raw.get(k), shape, f"claims.{k}") for k, shape in shapes.items()}
         attached = require(state, "attached", dict)
-        if set(attached) != set(self._attached):
+        missing = [k for k in attached if k not in self._attached]
+        if missing and "stages" not in attached:  # a StagePlan attaches its stage's controller
             raise ValueError(f"checkpoint has attached states {sorted(attached)}, this stream has "
                              f"{sorted(self._attached)}; attach the same controllers (same names) "
                              f"before loading")
@@ -743,8 +781,25 @@ class MixStream(IterableDataset):
         self._loaded, self._fresh = (dict(self._resume), consumed), True
         if self._tracker is not None:  # already bound: rebuild (elastic if the topology differs)
             self._tracker = self._new_tracker()
-        for key, obj in self._attached.items():
-            obj.load_state_dict(attached[key])
+        self._load_attached(attached)
+
+    def _load_attached(self, attached: Mapping[str, Any]) -> None:
+        """Load attached states by name; an object may attach others while it loads (a
+        StagePlan creates its stage's controller), so load until nothing new appears."""
+        done: set[str] = set()
+        while True:
+            todo = [k for k in attached if k in self._attached and k not in done]
+            if not todo:
+                break
+            for key in todo:
+                self._attached[key].load_state_dict(attached[key])
+                done.add(key)
+        left = sorted(set(attached) - done)
+        extra = sorted(set(self._attached) - set(attached))
+        if left or extra:
+            raise ValueError(f"checkpoint has attached states {sorted(attached)}, this stream has "
+                             f"{sorted(self._attached)}; attach the same controllers (same names) "
+                             f"before loading")
 
     def _check_domain(self, dom: Domain, theirs: dict[str, Any]) -> bool:
         """Is ``dom`` the checkpoint's domain (False) or the same one grown (True)? Else raise."""

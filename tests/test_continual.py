@@ -169,3 +169,51 @@ def test_add_domains_during_a_run_is_deterministic_and_exact(workers):
     first_math = min(i for r in rows for i, n in zip(r[0], r[1]) if n == "math")
     assert first_math >= at * 8
     assert state["domains"][0][0] == "web" and len(state["domains"]) == 2
+
+
+def _staged(workers, steps, state=None):
+    import torch
+
+    from mixstream.controllers import ODM
+    from mixstream.stages import Stage, StagePlan
+
+    s = MixStream(domains(["web", "code", "math", "chat"]), seed=4, shuffle_window=24)
+    loader = MixLoader(s, batch_size=8, num_workers=workers)
+    plan = StagePlan(s, [
+        Stage("pretrain", steps=10, weights={"web": 1, "code": 1}),
+        Stage("mid", steps=8, weights={"web": 1, "code": 1, "math": 1, "chat": 1},
+              controller=lambda st: ODM(st, warmup=2)),
+        Stage("sft", weights={"chat": 1, "web": 0.25}),
+    ])
+    if state is not None:
+        loader.load_state_dict(state)
+    rows, names = [], s.domains
+    it = iter(loader)
+    first = s.consumed_batches
+    for step in range(first, first + steps):
+        b = next(it)
+        rows.append((b["index"].numpy().copy(), [names[d] for d in b["domain"].tolist()],
+                     b["id"].numpy().copy()))
+        g = torch.Generator().manual_seed(step)
+        plan.feedback(b["domain"], torch.rand(8, generator=g) + b["domain"].float())
+    return rows, loader.state_dict(), s.weight_log, plan
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_three_stage_plan_runs_and_resumes_mid_stage_exactly(workers):
+    full, _, log_full, plan = _staged(workers, 30)
+    assert plan.stage.name == "sft"
+    for b, (_, names, _) in enumerate(full):
+        if b < 10:
+            assert set(names) <= {"web", "code"}
+        elif b >= 18:
+            assert set(names) <= {"chat", "web"} and "chat" in names
+    assert "math" in full[10][1] or "chat" in full[10][1]  # the mid stage starts at batch 10
+    assert any("math" in names for _, names, _ in full[10:18])  # ODM mixes all four
+    head, state, _, _ = _staged(workers, 13)  # mid-stage (ODM active)
+    assert state["attached"]["stages"]["index"] == 1
+    tail, _, log_tail, plan2 = _staged(workers, 17, state=state)
+    assert plan2.stage.name == "sft"
+    for a, b in zip(full, head + tail):
+        assert (a[2] == b[2]).all() and a[1] == b[1]
+    assert log_tail == log_full[len(log_full) - len(log_tail):]
