@@ -29,7 +29,8 @@ def loss_fn(model, batch):
     return token_losses(model, batch["tokens"]).mean(1)
 
 
-def run(mode: str, steps: int, hidden: int) -> float:
+def run(mode: str, steps: int, hidden: int) -> tuple[float, float, float]:
+    """Median step time, median time inside the recorder, median time inside feedback."""
     from controller_fakes import FakeStream  # tests/ is put on the path by main()
 
     torch.manual_seed(0)
@@ -43,13 +44,25 @@ def run(mode: str, steps: int, hidden: int) -> float:
                    norm_params=[f"blocks.{i}.mlp.2.weight" for i in range(4)], hidden=hidden,
                    layers=2, grad_source=mode)
     g = torch.Generator().manual_seed(1)
-    times = []
+    times, rec_times, fb_times = [], [], []
+    spent = [0.0]
+    if ac is not None and mode == "backward":
+        rec = ac.recorder
+        flat = rec._flat
+
+        def timed_flat():  # the recorder's work: a copy of the chosen .grad per call
+            t = time.perf_counter()
+            out = flat()
+            spent[0] += time.perf_counter() - t
+            return out
+        rec._flat = timed_flat  # type: ignore[method-assign]
     for step in range(steps):
         micro = [{"tokens": torch.randint(0, 512, (2, 129), generator=g),
                   "domain": torch.full((2,), k)} for k in range(K)]
         mixed = {"tokens": torch.randint(0, 512, (4, 129), generator=g),
                  "domain": torch.randint(0, K, (4,), generator=g)}
         t0 = time.perf_counter()
+        spent[0] = 0.0
         opt.zero_grad()
         n = 2 * K + 4
         seen = []
@@ -62,12 +75,18 @@ def run(mode: str, steps: int, hidden: int) -> float:
             else:
                 (losses.sum() / n).backward()
         opt.step()
+        t1 = time.perf_counter()
         if ac is not None:
             batch = {key: torch.cat([b[key] for b in micro + [mixed]]) for key in mixed}
             ac.feedback(batch["domain"], torch.cat(seen), batch=batch)
         if step >= 3:
             times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+            rec_times.append(spent[0])
+            fb_times.append(time.perf_counter() - t1)
+
+    def med(v: list[float]) -> float:
+        return sorted(v)[len(v) // 2]
+    return med(times), med(rec_times), med(fb_times)
 
 
 def main() -> None:
@@ -79,11 +98,13 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=64)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    base = run("plain", a.steps, a.hidden)
+    base, _, _ = run("plain", a.steps, a.hidden)
     print(f"plain step: {1000 * base:.1f} ms (median)")
     for mode in ("extra", "backward"):
-        t = run(mode, a.steps, a.hidden)
-        print(f"grad_source={mode:8s}: {1000 * t:.1f} ms  (+{100 * (t / base - 1):.1f} %)")
+        t, rec, fb = run(mode, a.steps, a.hidden)
+        print(f"grad_source={mode:8s}: {1000 * t:.1f} ms  ({100 * (t / base - 1):+.1f} %); "
+              f"inside the recorder {1000 * rec:.2f} ms ({100 * rec / base:.2f} % of a plain "
+              f"step), inside feedback {1000 * fb:.1f} ms")
 
 
 if __name__ == "__main__":
