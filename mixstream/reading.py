@@ -19,6 +19,7 @@ from .batching import Pieces, assemble, split_samples
 from .channel import WeightChannel
 from .plan.claims import ClaimBook
 from .plan.order import Geometry, build_geometry
+from .plan.rng import domain_key
 from .reservoir import DomainExhausted, DomainReader
 from .sources.base import Schema
 from .sources.resolve import Domain
@@ -61,8 +62,9 @@ class ReaderPlan:
         if self._geometry is None:
             segments = self.segments or self.default_segments()
             self._geometry = [
-                build_geometry(d.block_sizes, segs, seed=self.seed, domain=i, shuffle=self.shuffle)
-                for i, (d, segs) in enumerate(zip(self.domains, segments))]
+                build_geometry(d.block_sizes, segs, seed=self.seed, domain=domain_key(d.name),
+                               shuffle=self.shuffle)
+                for d, segs in zip(self.domains, segments)]
         return self._geometry
 
     @property

@@ -58,7 +58,7 @@ class DomainReader:
         self.domain.prefetch([s.block for s in spans])  # remote blocks: fetch all at once
         parts = [slice_block(self._read(s.block), s.start, s.stop) for s in spans]
         size = sum(s.stop - s.start for s in spans)
-        perm = window_permutation(size, self.seed, self.domain_id, index, self.shuffle)
+        perm = window_permutation(size, self.seed, self.geometry.domain, index, self.shuffle)
         return Window(index, concat_blocks(parts), perm)
 
     def _exhausted(self, index: int) -> bool:

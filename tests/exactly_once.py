@@ -72,6 +72,10 @@ class Scenario:
     resume_batch: int | None = None  # elastic: keeps the global batch (batch x world)
     seed: int = 0
     real_workers: bool = False
+    # continual: only the first ``initial`` domains exist at first; (step, "add"|"remove", d)
+    # changes the domain set after that step's batches (None: all domains from the start)
+    initial: int | None = None
+    domain_changes: list[tuple[int, str, int]] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -85,9 +89,14 @@ class Run:
     ended: list[bool]
 
 
-def make_stream(sc: Scenario, rank: int, world: int) -> MixStream:
-    domains = {n: IdSource(i, s) for i, (n, s) in enumerate(zip(sc.names, sc.sizes))}
-    return MixStream(domains, weights=sc.weights, seed=sc.seed, shuffle=sc.shuffle,
+def make_stream(sc: Scenario, rank: int, world: int, present: list[int] | None = None
+                ) -> MixStream:
+    present = list(range(len(sc.sizes))) if present is None else present
+    domains = {sc.names[i]: IdSource(i, sc.sizes[i]) for i in present}
+    weights = [sc.weights[i] for i in present]
+    if sum(weights) <= 0:
+        weights = [1.0] * len(present)
+    return MixStream(domains, weights=weights, seed=sc.seed, shuffle=sc.shuffle,
                      shuffle_window=sc.window, on_exhausted=sc.on_exhausted, rank=rank,
                      world_size=world, prefetch=False)
 
@@ -96,8 +105,8 @@ class _Rank:
     """One simulated rank: a stream and its readers, driven like a DataLoader drives workers."""
 
     def __init__(self, sc: Scenario, rank: int, world: int, workers: int,
-                 state: dict[str, Any] | None, batch: int):
-        self.stream = make_stream(sc, rank, world)
+                 state: dict[str, Any] | None, batch: int, present: list[int] | None = None):
+        self.stream = make_stream(sc, rank, world, present)
         self.real = sc.real_workers and workers > 0
         if self.real:
             self.loader = MixLoader(self.stream, batch_size=batch, num_workers=workers,
@@ -106,7 +115,7 @@ class _Rank:
                 self.loader.load_state_dict(state)
             self.it: Any = iter(self.loader)
         else:
-            self.stream.bind(batch, workers, 2 if workers else None)
+            self.stream.bind(batch, workers, 2 if workers else None, loader=True)
             if state is not None:
                 self.stream.load_state_dict(state)
             start = self.stream.consumed_batches
@@ -118,12 +127,30 @@ class _Rank:
     def next(self) -> dict | None:
         if self.real:
             return next(self.it, None)
+        if self.stream._restart:  # the domain set changed: readers restart (as MixLoader does)
+            self.stream._restart = False
+            self.stream._begin_iteration()
+            self.start = self.t = self.stream.consumed_batches
+            self.gens = [produce(self.stream._plan, j, len(self.gens))
+                         for j in range(len(self.gens))]
         n = len(self.gens)
         batch = next(self.gens[(self.t - self.start) % n], None)
         if batch is not None:
             self.t += 1
             self.stream._delivered()
         return batch
+
+
+def present_at(sc: Scenario, step: int) -> list[int]:
+    """The domains present after ``step``'s batches (continual scenarios)."""
+    present = list(range(len(sc.sizes) if sc.initial is None else sc.initial))
+    for at, kind, d in sc.domain_changes:
+        if at < step:
+            if kind == "add" and d not in present:
+                present.append(d)
+            elif kind == "remove" and d in present and len(present) > 1:
+                present.remove(d)
+    return present
 
 
 def _row(batch: dict) -> dict[str, np.ndarray]:
@@ -139,13 +166,14 @@ def run(sc: Scenario, *, steps: int | None = None, state: list[dict] | None = No
     workers = sc.workers if workers is None else workers
     steps = sc.steps if steps is None else steps
     batch = sc.batch if batch is None else batch
+    present = present_at(sc, first_step)
     ranks = [_Rank(sc, r, world, workers, None if state is None else state[r % len(state)],
-                   batch) for r in range(world)]
+                   batch, present) for r in range(world)]
     log = [] if log is None else log
     if state is None:
         log.append((0, normalize_weights(sc.weights, sc.names)))
     ranks[0].stream.add_weight_listener(
-        lambda f, w: log.append((f, np.array([w[n] for n in sc.names]))))
+        lambda f, w: log.append((f, np.array([w.get(n, 0.0) for n in sc.names]))))
     rows: list[list[dict[str, np.ndarray]]] = [[] for _ in range(world)]
     ended = [False] * world
     changes = dict(sc.changes)
@@ -160,7 +188,20 @@ def run(sc: Scenario, *, steps: int | None = None, state: list[dict] | None = No
                 rows[r].append(_row(batch))
         if step in changes and not any(ended):  # (a loop that ended makes no more changes)
             for rk in ranks:
-                rk.stream.set_weights(changes[step])
+                cur = rk.stream.domains
+                w = {n: changes[step][sc.names.index(n)] for n in cur}
+                if sum(w.values()) > 0:
+                    rk.stream.set_weights(w)
+        for at, kind, d in sc.domain_changes:
+            if at != step or any(ended):
+                continue
+            name = sc.names[d]
+            for rk in ranks:
+                cur = rk.stream.domains
+                if kind == "add" and name not in cur:
+                    rk.stream.add_domains({name: IdSource(d, sc.sizes[d])})
+                elif kind == "remove" and name in cur and len(cur) > 1:
+                    rk.stream.remove_domains([name])
     states = [rk.stream.state_dict(check_ranks=False) for rk in ranks]
     return Run(rows, log, ended), states
 
@@ -193,10 +234,11 @@ def merged(run_: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def check_exactly_once(sc: Scenario, run_: Run) -> None:
     index, dom, ids = merged(run_)
     assert (index == np.arange(len(index))).all(), "a global batch was skipped or repeated"
-    assert (ids // ID_BASE == dom).all(), "a sample came from another domain than its tag"
+    if sc.initial is None and not sc.domain_changes:
+        assert (ids // ID_BASE == dom).all(), "a sample came from another domain than its tag"
     for d, sizes in enumerate(sc.sizes):
         n = int(sum(sizes))
-        mine = ids[dom == d] - d * ID_BASE
+        mine = ids[ids // ID_BASE == d] - d * ID_BASE
         for e in range(0, len(mine), n):
             chunk = mine[e : e + n]
             assert len(np.unique(chunk)) == len(chunk), (

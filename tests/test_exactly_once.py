@@ -32,7 +32,8 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
 
 
 @st.composite
-def scenarios(draw, real_workers: bool = False, max_workers: int = 4) -> Scenario:
+def scenarios(draw, real_workers: bool = False, max_workers: int = 4,
+              continual: bool = False) -> Scenario:
     d = draw(st.integers(1, 4))
     sizes = []
     for _ in range(d):
@@ -53,7 +54,14 @@ def scenarios(draw, real_workers: bool = False, max_workers: int = 4) -> Scenari
     elastic = resume is not None and draw(st.booleans())
     # elastic resume keeps the global batch: the new world size divides batch x world
     new_world = draw(st.sampled_from([w for w in range(1, 5) if batch * world % w == 0]))
+    initial, domain_changes = None, []
+    if continual and d > 1:
+        initial = draw(st.integers(1, d - 1))
+        domain_changes = sorted(draw(st.lists(
+            st.tuples(st.integers(0, steps - 2), st.sampled_from(["add", "remove"]),
+                      st.integers(0, d - 1)), min_size=1, max_size=3, unique_by=lambda c: c[0])))
     return Scenario(
+        initial=initial, domain_changes=domain_changes,
         sizes=sizes, weights=weights, window=draw(st.integers(1, 48)),
         shuffle=draw(st.booleans()), batch=batch, world=world, workers=workers,
         on_exhausted=draw(st.sampled_from(["restart", "stop"])), steps=steps,
@@ -65,17 +73,20 @@ def scenarios(draw, real_workers: bool = False, max_workers: int = 4) -> Scenari
 
 
 def check(sc: Scenario) -> None:
+    continual = sc.initial is not None or bool(sc.domain_changes)
     full, _ = run(sc)
     check_exactly_once(sc, full)
-    check_mixture(sc, full)
+    if not continual:
+        check_mixture(sc, full)
     check_ranks_equal(full)
-    if sc.on_exhausted == "stop":
+    if sc.on_exhausted == "stop" and not continual:
         check_stop(sc, full, sc.world)
     if sc.resume_at is None:
         return
     ref, resumed = run_with_resume(sc)
     check_exactly_once(sc, resumed)
-    check_mixture(sc, resumed)
+    if not continual:
+        check_mixture(sc, resumed)
     if sc.resume_world is None:
         same_batches(ref, resumed)
     else:  # the same global mixture; a change made after the move is placed by the new
@@ -115,6 +126,13 @@ def test_known_cases(sc):
 @example(ONE_SAMPLE_DOMAIN)
 @given(scenarios())
 def test_exactly_once_simulated(sc):
+    check(sc)
+
+
+@settings(max_examples=max(10, EXAMPLES // 3), **SETTINGS)
+@given(scenarios(continual=True))
+def test_exactly_once_across_domain_set_changes(sc):
+    """add_domains / remove_domains during the run, and resume into the changed set."""
     check(sc)
 
 

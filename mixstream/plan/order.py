@@ -137,6 +137,7 @@ class GrownGeometry:
         self.old, self.new, self.first_epoch = old, new, first_epoch
         self.start = old.first_window(first_epoch)
         self.window = new.window
+        self.domain = new.domain
 
     @property
     def num_blocks(self) -> int:

@@ -20,3 +20,11 @@ def generator(seed: int, *keys: int) -> np.random.Generator:
 
 def permutation(n: int, seed: int, *keys: int) -> np.ndarray:
     return generator(seed, *keys).permutation(n)
+
+
+def domain_key(name: str) -> int:
+    """A domain's seeding key, from its name: a domain keeps its order when other domains are
+    added or retired (its position in the stream changes, its name does not)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:7], "little")
