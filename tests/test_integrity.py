@@ -166,6 +166,29 @@ def test_each_file_is_hashed_once_per_process(kind, tmp_path, monkeypatch):
     assert set(calls) == {"sha256" if kind.startswith("native") else "xxh128"}
 
 
+def test_a_window_hashes_its_new_shards_together(tmp_path, monkeypatch):
+    """Domain.prefetch (called with every block of a window) checks the window's unchecked
+    shards on several threads; the reads then hash nothing; a corrupt one fails there."""
+    out = tmp_path / "four"
+    write_shards(table(), out, domain="a", rows_per_block=25, blocks_per_shard=2)
+    calls: list[str] = []
+    real = integrity.hasher
+    monkeypatch.setattr(integrity, "hasher", lambda algo: calls.append(algo) or real(algo))
+    dom = Domain("web", str(out))
+    dom.prefetch(range(len(dom.block_sizes)))
+    assert len(calls) == 4
+    for j in range(len(dom.block_sizes)):
+        dom.read_block(j)
+    assert len(calls) == 4
+    integrity.forget_verified()
+    flip = out / "shard-00002.parquet"
+    data = bytearray(flip.read_bytes())
+    data[100] ^= 0x10
+    flip.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"domain 'web': .*shard-00002.parquet: sha256"):
+        Domain("web", str(out)).prefetch(range(8))
+
+
 def test_a_replaced_file_is_hashed_again(tmp_path):
     spec, victim = make("native-parquet", tmp_path)
     NativeSource(spec).read_block(0)

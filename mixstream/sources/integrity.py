@@ -18,6 +18,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -25,6 +26,7 @@ import pyarrow as pa
 from .base import SourceError
 
 CHUNK = 1 << 22  # 4 MiB reads while hashing
+PARALLEL = max(1, min(4, os.cpu_count() or 1))  # threads hashing a window's new shards
 
 #: hash algorithms by speed, the fastest first (MB/s on one core of a 2-core x86 box:
 #: xxh3_64 ~14,800, xxh64 ~10,700, sha1 ~1,050, sha256 ~860 with SHA-NI, md5 ~430)
@@ -116,6 +118,35 @@ def verify_file(path: str, algo: str, expect: str, *, listed_in: str) -> None:
                               f"{listed_in}: the file is corrupt or was replaced; restore it or "
                               f"re-run the conversion (verify=False skips this check)")
         _verified.add(key)
+
+
+def verify_files(files: list[tuple[str, str, Any]], *, listed_in: str,
+                 threads: int = PARALLEL) -> None:
+    """:func:`verify_file` for several files, hashed on up to ``threads`` threads (hashlib and
+    xxhash release the GIL), so a window spanning many new shards waits for the slowest one
+    rather than their sum. Files already checked cost one ``stat``; missing files are left
+    to the read that names them."""
+    todo = []
+    for path, algo, expect in files:
+        try:
+            if (*_identity(path), algo, str(expect).lower()) not in _verified:
+                todo.append((path, algo, expect))
+        except OSError:
+            continue
+    if len(todo) <= 1 or threads <= 1:
+        for path, algo, expect in todo:
+            _verify_quiet(path, algo, expect, listed_in)
+        return
+    with ThreadPoolExecutor(min(threads, len(todo)), thread_name_prefix="mixstream-verify") as ex:
+        for f in [ex.submit(_verify_quiet, p, a, e, listed_in) for p, a, e in todo]:
+            f.result()
+
+
+def _verify_quiet(path: str, algo: str, expect: str, listed_in: str) -> None:
+    try:
+        verify_file(path, algo, expect, listed_in=listed_in)
+    except FileNotFoundError:
+        pass  # reported by the read, with the fix
 
 
 def verify_bytes(path: str, data: bytes, algo: str, expect: str, *, listed_in: str) -> None:

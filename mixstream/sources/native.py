@@ -26,7 +26,7 @@ from ..remote.store import Request, get_store
 from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 from .arrow import block_from_arrow, schema_from_arrow
 from .base import Block, Schema, Source, SourceError
-from .integrity import confine, validate_arrow, verify_file
+from .integrity import confine, validate_arrow, verify_file, verify_files
 
 MAX_OPEN = 8  # open shard handles per reader
 
@@ -191,8 +191,16 @@ class NativeSource(Source):
         return h
 
     def prefetch(self, blocks: Sequence[int]) -> None:
-        """Start fetching the shards (or row groups) of ``blocks`` in the background."""
-        if self.remote is None or not len(blocks):
+        """Start fetching the shards (or row groups) of ``blocks`` in the background; local
+        shards not yet checked in this process are hashed now, several at once."""
+        if self.remote is None:
+            if self.verify and len(blocks):
+                new = sorted({int(self._shard_of[b]) for b in blocks})
+                verify_files([(self._files[i], "sha256", self.manifest.shards[i].sha256)
+                              for i in new if self.manifest.shards[i].sha256],
+                             listed_in=join(self.uri, MANIFEST_NAME))
+            return
+        if not len(blocks):
             return
         store = get_store(self.remote)
         reqs: list[Request] = []
