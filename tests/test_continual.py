@@ -217,3 +217,46 @@ def test_a_three_stage_plan_runs_and_resumes_mid_stage_exactly(workers):
     for a, b in zip(full, head + tail):
         assert (a[2] == b[2]).all() and a[1] == b[1]
     assert log_tail == log_full[len(log_full) - len(log_tail):]
+
+
+def test_controllers_gain_and_lose_arms():
+    """ODM carries its rewards into a superset (the new arm starts at the kept arms' mean), and
+    keeps working after add_domains during the run; a controller that cannot carry its state
+    says so."""
+    import torch
+
+    from mixstream.controllers import ODM, Aioli
+
+    s = MixStream(domains(["web", "code"]), seed=5)
+    loader = MixLoader(s, batch_size=8)
+    odm = ODM(s, warmup=1)
+    it = iter(loader)
+    for _ in range(6):
+        b = next(it)
+        odm.feedback(b["domain"], b["domain"].float() + 1.0)
+    state = loader.state_dict()
+    s2 = MixStream(domains(["web", "code", "math"]), seed=5)
+    loader2 = MixLoader(s2, batch_size=8)
+    odm2 = ODM(s2, warmup=1)
+    loader2.load_state_dict(state)
+    old = state["attached"]["ODM"]["state"]["reward"]
+    assert odm2.reward.tolist()[:2] == old and odm2.reward[2] == pytest.approx(np.mean(old))
+    it2 = iter(loader2)
+    for _ in range(4):
+        b = next(it2)
+        odm2.feedback(b["domain"], torch.ones(8))
+    s2.add_domains(domains(["chat"]))
+    assert odm2.domains == ["web", "code", "math", "chat"] and len(odm2.reward) == 4
+    for _ in range(6):
+        b = next(it2)
+        odm2.feedback(b["domain"], torch.ones(8))
+    assert len(odm2.weights) == 4
+    s3 = MixStream(domains(["web", "code"]), seed=5)
+    loader3 = MixLoader(s3, batch_size=8)
+    Aioli(s3)
+    state3 = loader3.state_dict()
+    s4 = MixStream(domains(["web", "code", "math"]), seed=5)
+    loader4 = MixLoader(s4, batch_size=8)
+    Aioli(s4)
+    with pytest.raises(ValueError, match=r"cannot carry its state"):
+        loader4.load_state_dict(state3)

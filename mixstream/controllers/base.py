@@ -114,6 +114,11 @@ class Controller:
     """
 
     requires: ClassVar[Requirements] = Requirements()
+    #: how the controller's state follows a change of the domain set (a checkpoint loaded into
+    #: a stream with other domains, ``stream.add_domains``): the per-domain arrays of
+    #: ``_state()`` and how a new domain's entry starts ("mean" of the kept ones, "zero", or a
+    #: number). None: the controller cannot carry its state over (create it after loading).
+    domain_state: ClassVar[Mapping[str, str | float] | None] = None
 
     def __init__(self, stream: StreamLike, *, observer: Observer | None = None,
                  validate: Callable[[], Mapping[str, float]] | None = None,
@@ -244,6 +249,36 @@ class Controller:
         if self.observer is not None:
             state["observer"] = self.observer.state_dict()
         return state
+
+    def remap_state(self, state: Mapping[str, Any], old: list[str],
+                    new: list[str]) -> dict[str, Any]:
+        """``state`` (taken over ``old`` domains) for the domain set ``new``: kept domains keep
+        their statistics, new ones start as :attr:`domain_state` says, retired ones are dropped;
+        the sampling weights of kept domains keep their proportions, new ones get their mean.
+        This controller then serves ``new``."""
+        name = type(self).__name__
+        if self.domain_state is None:
+            raise ValueError(f"{name} cannot carry its state into another domain set ({old} -> "
+                             f"{new}); create it after loading the checkpoint to start it fresh")
+        index = [old.index(n) if n in old else -1 for n in new]
+
+        def remap(values: Any, rule: str | float) -> list[float]:
+            arr = np.asarray(values, dtype=np.float64)
+            kept = [arr[i] for i in index if i >= 0]
+            fill = (float(np.mean(kept)) if rule == "mean" and kept else
+                    0.0 if rule in ("mean", "zero") else float(rule))
+            return [float(arr[i]) if i >= 0 else fill for i in index]
+
+        out = dict(state)
+        out["domains"] = list(new)
+        w = np.asarray(remap(state["weights"], "mean"))
+        out["weights"] = (w / w.sum()).tolist() if w.sum() > 0 else [1.0 / len(new)] * len(new)
+        sub = dict(state["state"])
+        for key, rule in self.domain_state.items():
+            sub[key] = remap(sub[key], rule)
+        out["state"] = sub
+        self.domains, self.K = list(new), len(new)
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         name = type(self).__name__

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -73,6 +73,8 @@ class DoReMi(Controller):
 
     requires = Requirements(train_losses=True, ref_losses=True, loss_weighting="token",
                             per_token_losses=True, outputs_loss_weights=True)
+    domain_state: ClassVar[Mapping[str, str | float] | None] = {
+        "alpha": "mean", "alpha_sum": "mean", "excess": "zero"}
 
     def __init__(self, stream: StreamLike, *, eta: float = 1.0, eps: float = 1e-3,
                  reference: torch.nn.Module | None = None,

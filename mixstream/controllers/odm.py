@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class ODM(Controller):
     """Online Data Mixing; ``warmup`` steps on the initial mixture, then updates every step."""
 
     requires = Requirements(train_losses=True, loss_weighting="token")
+    domain_state: ClassVar[Mapping[str, str | float] | None] = {"reward": "mean"}
 
     def __init__(self, stream: StreamLike, *, smoothing: float = 0.5, warmup: int = 2000,
                  update_every: int = 1, observer: Observer | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import numpy as np
 
@@ -22,6 +23,7 @@ class StaticMixture(Controller):
     """
 
     requires = Requirements(domain_sizes=True)
+    domain_state: ClassVar[Mapping[str, str | float] | None] = {}
 
     def __init__(self, stream: StreamLike, weights: WeightsLike | None = None, *,
                  observer: Observer | None = None,
