@@ -260,3 +260,28 @@ def test_controllers_gain_and_lose_arms():
     Aioli(s4)
     with pytest.raises(ValueError, match=r"cannot carry its state"):
         loader4.load_state_dict(state3)
+
+
+def test_opmix_continual_recipe_adds_a_domain_unknown_at_stream_creation():
+    """Issue: OPMix.add_domains only worked for domains declared (at weight 0) up front."""
+    import torch
+    from test_opmix import _fit_a_only, make, mixed, mse
+
+    from mixstream.controllers.opmix import OPMix
+    from mixstream.model import ModelContext
+
+    model = _fit_a_only()
+    stream = MixStream({"a": IdSource(0, [40, 40])}, seed=0)
+    loader = MixLoader(stream, batch_size=8, num_workers=1)
+    op = OPMix(stream, ctx=ModelContext(model, mse, ["a", "b"]), train_batches=mixed,
+               val_batches={d: [make(k, 32, 7 + k)] for k, d in enumerate(["a", "b"])},
+               lora_steps=40, lora_lr=0.05, rank=2, alpha=2, dropout=0.0, fit_steps=10)
+    it = iter(loader)
+    for _ in range(5):
+        next(it)
+    op.add_domains({"b": IdSource(1, [30])}, recipe="continual")
+    assert stream.domains == ["a", "b"] and op.domains == ["a", "b"]
+    assert op.decisions[-1]["recipe"] == "continual" and 0.2 < stream.weights["b"] < 1.0
+    seen = {stream.domains[d] for _ in range(30) for d in next(it)["domain"].tolist()}
+    assert seen == {"a", "b"}
+    torch.save(loader.state_dict(), "/dev/null")

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -163,13 +163,23 @@ class OPMix(Controller):
             pushed = self.run_phase() or pushed
         return pushed
 
-    def add_domains(self, names: Sequence[str], recipe: str = "probes"
+    def add_domains(self, names: Sequence[str] | Mapping[str, Any], recipe: str = "probes"
                     ) -> dict[str, float] | None:
-        """Bring zero-weight domains into the mixture by an OP-Mix decision (expansion).
+        """Bring new domains into the mixture by an OP-Mix decision (expansion).
 
+        ``names``: domains of the stream (zero weight so far), or ``{name: source}`` for domains
+        the stream does not have yet — they join the stream first (``stream.add_domains``, at
+        weight 0, from the next batch; needs a MixLoader), then the decision brings them in.
         ``recipe="probes"``: one probe per new domain (:meth:`run_phase`); ``"continual"``: the
         authors' continual-learning recipe (old/new probes, 9 data-fraction points).
         """
+        if isinstance(names, Mapping):
+            unknown = {k: v for k, v in names.items() if k not in self.domains}
+            if unknown:
+                current = self.stream.weights
+                weights = {**current, **{k: 0.0 for k in unknown}}
+                self.stream.add_domains(unknown, weights=weights)  # type: ignore[attr-defined]
+            names = list(names)
         bad = [d for d in names if d not in self.domains]
         if bad or not names:
             raise ValueError(f"unknown domain(s) {bad}; known: {self.domains}")
@@ -314,6 +324,9 @@ class OPMix(Controller):
         return {"probe_train_samples": self.probe_samples, "eval_samples": self.eval_samples,
                 "train_samples": train, "decisions": len(self.decisions),
                 "compute_ratio": side / (3.0 * train) if train else float("inf")}
+
+    # no per-domain arrays: decisions are records by name, so a domain-set change keeps them
+    domain_state: ClassVar[Mapping[str, str | float] | None] = {}
 
     def _state(self) -> dict:
         return {"decisions": self.decisions, "probe_samples": self.probe_samples,
