@@ -141,7 +141,7 @@ def test_hf_trainer_torchrun_two_ranks(tmp_path: Path, data: str) -> None:
 
 def test_lightning_resumes_exactly(tmp_path: Path, data: str) -> None:
     pytest.importorskip("lightning")
-    kill_and_resume("train_lightning.py", tmp_path, data)
+    kill_and_resume("train_lightning.py", tmp_path, data, extra=["--workers", "2"])
 
 
 def test_lightning_ddp_two_processes(tmp_path: Path, data: str) -> None:
