@@ -80,12 +80,12 @@ class MixTrainer(Trainer):
         self._start: tuple[int, int] = (0, 0)  # (stream batches, global step) when train() began
         self._forward_args: set[str] | None = None
         self._rng_checkpoint: str | None = None
+        self._checked = False
         # first: a user's on_step_end callback sees the step's feedback already applied
         self.callback_handler.callbacks.insert(0, _MixCallback(self))
 
     # -- data ----------------------------------------------------------------------------
     def get_train_dataloader(self) -> MixLoader:  # type: ignore[override]
-        _check_topology(self.stream, self.args.process_index, self.args.world_size)
         return self.train_loader
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -133,6 +133,9 @@ class MixTrainer(Trainer):
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
         out = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not self._checked:  # the stream reads its rank when iteration starts
+            _check_topology(self.stream, self.args.process_index, self.args.world_size)
+            self._checked = True
         if self._rng_checkpoint is not None:
             checkpoint, self._rng_checkpoint = self._rng_checkpoint, None
             super()._load_rng_state(checkpoint)
@@ -178,6 +181,7 @@ class MixTrainer(Trainer):
         for ctrl in _feedback.controllers(self.stream):
             _feedback.check_supported(ctrl, "Hugging Face Trainer")
         self._start = (self.stream.consumed_batches, self.state.global_step)
+        self._checked = False
 
 
 class _MixCallback(TrainerCallback):
@@ -221,5 +225,5 @@ def _check_topology(stream: Any, rank: int, world_size: int) -> None:
     if (stream.rank, stream.world_size) != (rank, world_size):
         raise RuntimeError(f"the MixStream reads as rank {stream.rank} of {stream.world_size} but "
                            f"Trainer runs as rank {rank} of {world_size}: ranks would train on "
-                           f"the same data. Create the MixStream after TrainingArguments (which "
-                           f"starts torch.distributed) or pass rank= and world_size=")
+                           f"the same data: pass the right rank= and world_size= to MixStream, or "
+                           f"none (they are read from torch.distributed or RANK/WORLD_SIZE)")
