@@ -89,7 +89,8 @@ def blocks_digest(block_sizes: np.ndarray) -> str:
 
 
 def parse_domains(value: Any) -> list[dict[str, Any]]:
-    """The checkpoint's domain list: ``[[name, samples, fingerprint, blocks, blocks digest]]``."""
+    """The checkpoint's domain list: ``[[name, samples, fingerprint, blocks, blocks digest,
+    file units, units digest]]``."""
     if not isinstance(value, list) or not value:
         raise ValueError("MixStream checkpoint 'domains' must be a non-empty list")
     out = []
@@ -102,7 +103,9 @@ def parse_domains(value: Any) -> list[dict[str, Any]]:
         out.append({"name": entry[0], "samples": n,
                     "fingerprint": entry[2] if len(entry) > 2 else None,
                     "blocks": entry[3] if len(entry) > 3 else None,
-                    "digest": entry[4] if len(entry) > 4 else None})
+                    "digest": entry[4] if len(entry) > 4 else None,
+                    "units": entry[5] if len(entry) > 5 else None,
+                    "units_digest": entry[6] if len(entry) > 6 else None})
     names = [d["name"] for d in out]
     if len(set(names)) != len(names):
         raise ValueError(f"MixStream checkpoint names a domain twice: {names}")
@@ -133,3 +136,31 @@ def parse_segments(value: Any, d: int, windows: list[int],
             raise ValueError(f"MixStream checkpoint segments[{i}] must start at epoch 0")
         out.append(parsed)
     return out
+
+
+def content_units(sources: list[Any]) -> list[str]:
+    """One digest per file-like unit of a domain, in order (each manifest shard, each Parquet
+    file, else each source whole): a domain grown by appended shards keeps the old units as a
+    prefix, a domain whose old files changed does not."""
+    import hashlib
+    import json
+
+    def h(x: Any) -> str:
+        return hashlib.sha256(json.dumps(x, sort_keys=True, default=repr).encode()).hexdigest()
+
+    out: list[str] = []
+    for src in sources:
+        parts = src.fingerprint_parts()
+        items = parts.get("shards") or parts.get("files")
+        if isinstance(items, list) and items:
+            head = {k: v for k, v in parts.items() if k not in ("shards", "files")}
+            out.extend(h([head, item]) for item in items)
+        else:
+            out.append(h(parts))
+    return out
+
+
+def units_digest(units: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(units).encode()).hexdigest()[:16]

@@ -34,12 +34,14 @@ from .channel import WeightChannel
 from .checkpoint import (
     STATE_VERSION,
     blocks_digest,
+    content_units,
     float_list,
     int_array,
     parse_domains,
     parse_segments,
     require,
     to_plain,
+    units_digest,
 )
 from .plan.claims import ClaimBook, layout_shapes
 from .plan.mixture import MixCheckpoint, MixCursor, rebase
@@ -649,7 +651,7 @@ class MixStream(IterableDataset):
                 "version": STATE_VERSION,
                 "seed": self.seed,
                 "domains": [[d.name, d.num_samples, _fingerprint(d), len(d.block_sizes),
-                             blocks_digest(d.block_sizes)] for d in self._domains],
+                             blocks_digest(d.block_sizes), *_units(d)] for d in self._domains],
                 "segments": [[list(sg) for sg in segs] for segs in
                              (self._plan.segments or self._plan.default_segments())],
                 "batch_size": self.batch_size,
@@ -816,6 +818,10 @@ class MixStream(IterableDataset):
         grown = (isinstance(blocks, int) and digest is not None
                  and theirs["samples"] < dom.num_samples and blocks < len(dom.block_sizes)
                  and blocks_digest(dom.block_sizes[:blocks]) == digest)
+        n_units, units = theirs.get("units"), theirs.get("units_digest")
+        if grown and isinstance(n_units, int) and units is not None:  # the old files unchanged
+            mine = content_units(dom.sources)
+            grown = n_units <= len(mine) and units_digest(mine[:n_units]) == units
         if not grown:
             raise ValueError(
                 f"domain {dom.name!r} has {dom.num_samples} samples but the checkpoint's had "
@@ -909,6 +915,11 @@ class MixStream(IterableDataset):
     def __repr__(self) -> str:
         w = ", ".join(f"{k}: {v:.3g}" for k, v in self.weights.items())
         return f"MixStream({len(self.domains)} domains, weights {{{w}}}, seed={self.seed})"
+
+
+def _units(dom: Domain) -> list[Any]:
+    units = content_units(dom.sources)
+    return [len(units), units_digest(units)]
 
 
 def _fingerprint(dom: Domain) -> str | None:

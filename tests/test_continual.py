@@ -285,3 +285,30 @@ def test_opmix_continual_recipe_adds_a_domain_unknown_at_stream_creation():
     seen = {stream.domains[d] for _ in range(30) for d in next(it)["domain"].tolist()}
     assert seen == {"a", "b"}
     torch.save(loader.state_dict(), "/dev/null")
+
+
+def test_native_shards_appended_to_a_domain_join_it_and_changed_ones_are_refused(tmp_path):
+    from test_errors import native_dir
+
+    web, more, other = (str(native_dir(tmp_path, n, n=k)) for n, k in
+                        (("web", 120), ("more", 60), ("other", 60)))
+    code = str(native_dir(tmp_path, "code", n=90))
+    s = MixStream({"web": [web], "code": code}, seed=1, shuffle_window=32)
+    loader = MixLoader(s, batch_size=8)
+    it = iter(loader)
+    for _ in range(30):
+        next(it)
+    state = loader.state_dict()
+    grown = MixStream({"web": [web, more], "code": code}, seed=1, shuffle_window=32)
+    MixLoader(grown, batch_size=8).load_state_dict(state)
+    assert len(grown._plan.segments[0]) == 2
+    from conftest import domain_table, to_arrow
+
+    from mixstream.shards.writer import write_shards
+
+    changed = tmp_path / "changed"  # web's block sizes, other rows
+    write_shards(to_arrow(domain_table(7, 120)), changed, domain="web", rows_per_block=50,
+                 blocks_per_shard=2)
+    swapped = MixStream({"web": [str(changed), more], "code": code}, seed=1, shuffle_window=32)
+    with pytest.raises(ValueError, match=r"may only grow"):
+        MixLoader(swapped, batch_size=8).load_state_dict(state)
