@@ -88,6 +88,10 @@ class MixStream(IterableDataset):
             trainer's position at once (default: enough for the prefetch depth plus 64).
         token_dtype: unsigned integer columns (token ids stored as uint16/uint32) arrive as this
             dtype (default ``torch.int64``, what ``nn.Embedding`` takes; None keeps them).
+        verify: check every local file against its recorded hash (manifest sha256, MDS index
+            hashes) once per process when first opened, and validate decoded Arrow data, so a
+            corrupt shard is an error naming the file and domain, never data (remote files are
+            checked when downloaded).
         remote, cache_dir, cache_limit_bytes, remote_concurrency: how URL sources (``s3://``,
             ``gs://``, ``az://``, ``http(s)://``) are fetched: a local cache shared by all workers
             and ranks of a machine (see :class:`~mixstream.remote.config.RemoteConfig`).
@@ -111,6 +115,7 @@ class MixStream(IterableDataset):
         prefetch: bool = True,
         max_pending_weight_changes: int | None = None,
         token_dtype: torch.dtype | None = torch.int64,
+        verify: bool = True,
         remote: RemoteConfig | None = None,
         cache_dir: str | None = None,
         cache_limit_bytes: int | None = None,
@@ -139,7 +144,8 @@ class MixStream(IterableDataset):
             raise ValueError(f"max_pending_weight_changes must be >= 2, got "
                              f"{max_pending_weight_changes}")
         self._max_pending = max_pending_weight_changes
-        doms = [Domain(name, spec, remote=remote) for name, spec in domains.items()]
+        self._verify = bool(verify)
+        doms = [Domain(name, spec, remote=remote, verify=verify) for name, spec in domains.items()]
         self._plan = ReaderPlan(
             domains=doms, schema={}, union_schema={}, windows=[], seed=int(seed),
             shuffle=bool(shuffle), mix_block=int(mix_block), on_exhausted=on_exhausted,
@@ -592,7 +598,8 @@ class MixStream(IterableDataset):
         for name in domains:
             if name in self.domains:
                 raise ValueError(f"domain {name!r} is already in this stream")
-        new = [Domain(name, spec, remote=self._remote) for name, spec in domains.items()]
+        new = [Domain(name, spec, remote=self._remote, verify=self._verify)
+               for name, spec in domains.items()]
         return self._change_domains(self._domains + new, weights)
 
     def remove_domains(self, names: list[str], weights: WeightsLike | None = None) -> int:
