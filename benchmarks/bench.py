@@ -41,6 +41,8 @@ VENV_MOSAIC = os.environ.get("MIXSTREAM_BENCH_VENV_MOSAIC", "/work/venv-bench-mo
 FILES = {"memmap_rows": "all.npy", "memmap_rows_dl": "all.npy", "memmap_batches": "all.npy",
          "dl_ceiling": None, "dl_ceiling_copy": None, "mixstream": "native",
          "mixstream_sample": "native", "mixstream_arrow": "native_arrow",
+         "mixstream_arrow_i64": "native_arrow", "mixstream_threads": "native",
+         "mixstream_arrow_threads": "native_arrow",
          "mixstream_arrow_sample": "native_arrow", "torchdata": "all.npy", "torchdata_proc": "all.npy", "torchdata_rows": "all.npy",
          "litdata": "litdata", "hf_interleave": "hf", "hf_map": "hf", "mosaic_raw": "mds_raw",
          "mosaic_zstd": "mds_zstd"}
@@ -57,6 +59,9 @@ LABELS = {
     "mixstream_sample": "mixstream, per-sample + default collate",
     "mixstream_arrow": "mixstream, batched, Arrow IPC shards (uncompressed)",
     "mixstream_arrow_sample": "mixstream, per-sample, Arrow IPC shards (uncompressed)",
+    "mixstream_arrow_i64": "mixstream, batched, Arrow shards, tokens widened to int64 (default)",
+    "mixstream_threads": "mixstream, batched, reader threads (workers = threads)",
+    "mixstream_arrow_threads": "mixstream, batched, Arrow shards, reader threads (workers = threads)",
     "torchdata": "torchdata.nodes MultiNodeWeightedSampler, one 32-row gather per batch (+ thread ParallelMapper)",
     "torchdata_proc": "torchdata.nodes, ParallelMapper method='process'",
     "torchdata_rows": "torchdata.nodes, per-sample row reads + default collate",

@@ -190,7 +190,7 @@ class Mix(Bench):
     domain_tag = "domain"
 
     def __init__(self, root, num_workers, seed, batched: bool = True, subdir: str = "native",
-                 prefetch_factor: int | None = None, **stream_kw):
+                 prefetch_factor: int | None = None, threads: bool = False, **stream_kw):
         super().__init__(root, num_workers, seed)
         from mixstream import MixLoader, MixStream
 
@@ -203,6 +203,9 @@ class Mix(Bench):
         self.stream = MixStream({n: os.path.join(root, subdir, n) for n in names},
                                 weights=dict(zip(names, self.weights)), seed=seed, **stream_kw)
         kw = {"prefetch_factor": prefetch_factor} if num_workers and prefetch_factor else {}
+        if threads:  # ``workers`` reader threads in this process instead of worker processes
+            kw["reader_threads"] = num_workers
+            num_workers = 0
         self.loader = MixLoader(self.stream, batch_size=BATCH, num_workers=num_workers,
                                 batched=batched, **kw)
 
@@ -477,6 +480,8 @@ LOADERS: dict[str, Any] = {
     "mixstream_arrow_sample": lambda r, w, s: Mix(r, w, s, batched=False, subdir="native_arrow"),
     "mixstream_arrow_i64": lambda r, w, s: Mix(r, w, s, subdir="native_arrow",
                                                token_dtype=torch.int64),
+    "mixstream_threads": lambda r, w, s: Mix(r, w, s, threads=True),
+    "mixstream_arrow_threads": lambda r, w, s: Mix(r, w, s, subdir="native_arrow", threads=True),
     "torchdata": lambda r, w, s: TorchdataNodes(r, w, s),
     "torchdata_proc": lambda r, w, s: TorchdataNodes(r, w, s, method="process"),
     "torchdata_rows": lambda r, w, s: TorchdataNodes(r, w, s, per_sample=True),
@@ -492,6 +497,7 @@ FILES = {"memmap_rows": "all.npy", "memmap_rows_dl": "all.npy", "memmap_batches"
          "dl_ceiling": None, "dl_ceiling_copy": None, "mixstream": "native",
          "mixstream_sample": "native", "mixstream_arrow": "native_arrow",
          "mixstream_arrow_sample": "native_arrow", "mixstream_arrow_i64": "native_arrow",
+         "mixstream_threads": "native", "mixstream_arrow_threads": "native_arrow",
          "torchdata": "all.npy", "torchdata_proc": "all.npy",
          "litdata": "litdata", "hf_interleave": "hf", "hf_map": "hf", "mosaic_raw": "mds_raw",
          "mosaic_zstd": "mds_zstd"}

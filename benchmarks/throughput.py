@@ -30,8 +30,15 @@ CONFIGS = [("memmap_rows", 0), ("memmap_rows_dl", 0), ("memmap_batches", 0), ("m
            ("mixstream_sample", 0), ("mixstream_arrow", 0), ("mixstream_arrow_sample", 0),
            ("memmap_rows", 2), ("memmap_batches", 2), ("dl_ceiling", 2),
            ("dl_ceiling_copy", 2), ("mixstream", 2), ("mixstream_sample", 2),
-           ("mixstream_arrow", 2)]
+           ("mixstream_arrow", 2), ("mixstream_arrow_threads", 2), ("mixstream_threads", 2),
+           ("mixstream_arrow_i64", 0), ("mixstream_arrow_i64", 2)]
 RATIOS = {
+    "arrow threads@2 / arrow batched@2 (processes)": (("mixstream_arrow_threads", 2),
+                                                      ("mixstream_arrow", 2)),
+    "parquet threads@2 / parquet batched@2 (processes)": (("mixstream_threads", 2),
+                                                          ("mixstream", 2)),
+    "arrow int64@0 / arrow uint16@0": (("mixstream_arrow_i64", 0), ("mixstream_arrow", 0)),
+    "arrow int64@2 / arrow uint16@2": (("mixstream_arrow_i64", 2), ("mixstream_arrow", 2)),
     "arrow batched@0 / memmap_rows@0": (("mixstream_arrow", 0), ("memmap_rows", 0)),
     "arrow batched@0 / memmap_batches@0": (("mixstream_arrow", 0), ("memmap_batches", 0)),
     "arrow per-sample@0 / memmap_rows_dl@0": (("mixstream_arrow_sample", 0), ("memmap_rows_dl", 0)),

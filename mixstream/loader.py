@@ -66,12 +66,14 @@ class MixLoader(DataLoader):
     gathers from the reservoirs, DataLoader ``batch_size=None``). With ``batched=False`` or a
     ``collate_fn`` the stream yields single samples and the DataLoader collates them.
     Other keyword arguments go to ``DataLoader`` (``pin_memory``, ``persistent_workers``,
-    ``multiprocessing_context``, ``prefetch_factor`` ...).
+    ``multiprocessing_context``, ``prefetch_factor`` ...). ``reader_threads=N`` (with
+    ``num_workers=0``): N reader threads in this process instead of worker processes — the same
+    plan, batches and checkpoints as N workers (:mod:`mixstream.threads`).
     """
 
     def __init__(self, stream: MixStream, batch_size: int, num_workers: int = 0, *,
                  batched: bool | None = None, collate_fn: Callable | None = None,
-                 prefetch_factor: int | None = None, **kwargs: Any):
+                 prefetch_factor: int | None = None, reader_threads: int = 0, **kwargs: Any):
         if not isinstance(stream, MixStream):
             raise TypeError(f"MixLoader needs a MixStream, got {type(stream).__name__}")
         if batched is None:
@@ -85,9 +87,16 @@ class MixLoader(DataLoader):
             raise ValueError("MixLoader needs in_order=True: out-of-order delivery makes the "
                              "delivered count say nothing about which batches were trained on, "
                              "so a resume would lose and repeat batches")
-        if num_workers > 0 and prefetch_factor is None:
+        if reader_threads < 0 or (reader_threads and num_workers):
+            raise ValueError(f"reader_threads={reader_threads} with num_workers={num_workers}: use "
+                             f"threads or worker processes, not both")
+        if (num_workers > 0 or reader_threads > 0) and prefetch_factor is None:
             prefetch_factor = 2
-        stream.bind(batch_size, num_workers, prefetch_factor, batched=batched, loader=True)
+        if reader_threads:
+            stream.bind(batch_size, reader_threads, prefetch_factor, batched=batched, loader=True,
+                        threads=True)
+        else:
+            stream.bind(batch_size, num_workers, prefetch_factor, batched=batched, loader=True)
         extra: dict[str, Any] = {"prefetch_factor": prefetch_factor} if num_workers > 0 else {}
         if batched:
             super().__init__(stream, batch_size=None, num_workers=num_workers, **extra, **kwargs)

@@ -174,6 +174,7 @@ class MixStream(IterableDataset):
         self._delivery_hooks: list[Callable[[Any], None]] = []  # called with each batch
         self._mute = 0  # >0: set_weights is ignored (objects rebuilt while resuming)
         self._started = False  # an iteration has started (initial weights are fixed)
+        self._threads = 0  # >0: the readers are this many threads in this process
 
     # -- the worker payload -----------------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -345,10 +346,11 @@ class MixStream(IterableDataset):
 
     # -- binding to a loader ----------------------------------------------------------------
     def bind(self, batch_size: int, num_workers: int = 0, prefetch_factor: int | None = None,
-             batched: bool = True, *, loader: bool = False) -> None:
+             batched: bool = True, *, loader: bool = False, threads: bool = False) -> None:
         """Tell the stream how it is loaded (MixLoader calls this; so can plain-DataLoader users).
 
-        Must happen before DataLoader workers start.
+        ``threads``: the ``num_workers`` readers are threads in this process
+        (:mod:`mixstream.threads`), not DataLoader workers. Must happen before workers start.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -365,6 +367,7 @@ class MixStream(IterableDataset):
             if batched:
                 self._check_batchable()
             self.batch_size, self.num_workers = batch_size, num_workers
+            self._threads = num_workers if threads else 0
             self.prefetch_depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
             self._plan.batched = batched
             self._driven_by_loader = loader
@@ -907,6 +910,11 @@ class MixStream(IterableDataset):
                 self.bind(self.batch_size or UNBOUND_BATCH, 0, batched=False)
             else:
                 self._begin_iteration()
+            if self._threads:
+                from .threads import ThreadedReaders
+
+                it = ThreadedReaders(self, self._threads, self._consumed)
+                return it if plan.batched else _samples(it, self.batch_size or 1)
             worker, num = 0, 1
         else:
             worker, num = info.id, info.num_workers
@@ -922,6 +930,13 @@ class MixStream(IterableDataset):
     def __repr__(self) -> str:
         w = ", ".join(f"{k}: {v:.3g}" for k, v in self.weights.items())
         return f"MixStream({len(self.domains)} domains, weights {{{w}}}, seed={self.seed})"
+
+
+def _samples(batches: Iterator[dict], size: int) -> Iterator[dict]:
+    from .batching import split_samples
+
+    for batch in batches:
+        yield from split_samples(batch, size)
 
 
 def _units(dom: Domain) -> list[Any]:

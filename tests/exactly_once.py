@@ -72,6 +72,7 @@ class Scenario:
     resume_batch: int | None = None  # elastic: keeps the global batch (batch x world)
     seed: int = 0
     real_workers: bool = False
+    threads: bool = False  # real_workers as reader threads (MixLoader(reader_threads=N))
     # continual: only the first ``initial`` domains exist at first; (step, "add"|"remove", d)
     # changes the domain set after that step's batches (None: all domains from the start)
     initial: int | None = None
@@ -109,8 +110,9 @@ class _Rank:
         self.stream = make_stream(sc, rank, world, present)
         self.real = sc.real_workers and workers > 0
         if self.real:
-            self.loader = MixLoader(self.stream, batch_size=batch, num_workers=workers,
-                                    multiprocessing_context="fork")
+            kw: dict[str, Any] = ({"reader_threads": workers} if sc.threads else
+                                  {"num_workers": workers, "multiprocessing_context": "fork"})
+            self.loader = MixLoader(self.stream, batch_size=batch, **kw)
             if state is not None:
                 self.loader.load_state_dict(state)
             self.it: Any = iter(self.loader)

@@ -148,3 +148,21 @@ def test_real_workers_match_the_simulation(sc):
     sim, _ = run(sc)
     same_batches(real, sim)
     check_exactly_once(sc, real)
+
+
+@settings(max_examples=max(10, EXAMPLES // 3), **SETTINGS)
+@given(scenarios(real_workers=True, max_workers=4))
+def test_reader_threads_match_the_simulation(sc):
+    """MixLoader(reader_threads=N) gives batch for batch what N simulated readers give, weight
+    changes and resume included."""
+    sc.resume_world = sc.resume_workers = sc.resume_batch = None
+    sc.world = 1
+    sc.threads = True
+    real, _ = run(sc)
+    if sc.resume_at is not None:
+        _, resumed = run_with_resume(sc)
+        same_batches(real, resumed)
+    sc.real_workers = False
+    sim, _ = run(sc)
+    same_batches(real, sim)
+    check_exactly_once(sc, real)
