@@ -145,6 +145,17 @@ def test_verify_false_skips_the_hash(tmp_path):
     assert Domain("web", spec, verify=False).read_block(1) is not None
 
 
+def test_mixstream_verify_switch(tmp_path):
+    """MixStream(verify=...) reaches the sources: off, the (corrupt) bytes are served."""
+    spec, victim = make("native-parquet", tmp_path)
+    flip_token_bytes("native-parquet", victim)
+    batch = next(iter(MixLoader(MixStream({"web": spec}, shuffle=False, verify=False),
+                                batch_size=16)))
+    assert not (batch["input_ids"].numpy() == tokens()[batch["id"].numpy()]).all()
+    with pytest.raises(SourceError, match="sha256"):
+        next(iter(MixLoader(MixStream({"web": spec}, shuffle=False), batch_size=16)))
+
+
 @pytest.mark.parametrize("kind", ["native-parquet", "native-arrow", "mds"])
 def test_each_file_is_hashed_once_per_process(kind, tmp_path, monkeypatch):
     spec, _ = make(kind, tmp_path)
