@@ -20,6 +20,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from .ring import RingRef
 from .stream import MixStream
 
 
@@ -49,6 +50,10 @@ class _Counting:
             with stream._lock:
                 stream._in_next = False
             raise
+        if isinstance(batch, RingRef):  # a worker wrote it to a shared slot: copy it out
+            ring = stream._plan.ring
+            assert ring is not None
+            batch = ring.take(batch, pin=self._loader.pin_memory)
         stream._delivered(batch)
         return batch
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from .plan.claims import ClaimBook
 from .plan.order import Geometry, build_geometry
 from .plan.rng import domain_key
 from .reservoir import DomainExhausted, DomainReader
+from .ring import BatchRing
 from .sources.base import Schema
 from .sources.resolve import Domain
 from .walker import StreamEnd, Topology, Walker
@@ -48,6 +50,7 @@ class ReaderPlan:
     batched: bool = True
     # per domain, its versions [(first_epoch, num_blocks, window)] (a domain that grew has two)
     segments: list[list[tuple[int, int, int]]] | None = None
+    ring: BatchRing | None = None  # shared batch slots for DataLoader workers (fixed columns)
     _geometry: list[Geometry] | None = field(default=None, repr=False)
 
     @property
@@ -75,9 +78,12 @@ class ReaderPlan:
         return np.array([d.num_samples for d in self.domains], np.int64)
 
 
-def produce(plan: ReaderPlan, worker: int, num: int) -> Iterator[dict]:
+def produce(plan: ReaderPlan, worker: int, num: int, ring: BatchRing | None = None
+            ) -> Iterator[Any]:
     """Batches (or samples) of reader ``worker`` of ``num``: this rank's batches
-    ``t ≡ start + worker (mod num)`` from the start checkpoint in the channel."""
+    ``t ≡ start + worker (mod num)`` from the start checkpoint in the channel. With ``ring``
+    (a DataLoader worker process), each batch is written to its ring slot and a
+    :class:`~mixstream.ring.RingRef` is yielded instead."""
     topo = plan.topology
     bsz = plan.batch_size
     channel = plan.channel
@@ -112,7 +118,9 @@ def produce(plan: ReaderPlan, worker: int, num: int) -> Iterator[dict]:
                 for i, reader in readers.items():
                     if weights[i] == 0:
                         reader.release()
-            if plan.batched:
+            if ring is not None:
+                yield ring.put(t, batch)
+            elif plan.batched:
                 yield batch
             else:
                 yield from split_samples(batch, bsz)

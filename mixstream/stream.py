@@ -50,6 +50,7 @@ from .plan.rng import domain_key
 from .plan.weights import LogEntry, WeightLog, WeightsLike, normalize_weights
 from .reading import ReaderPlan, produce
 from .remote.config import RemoteConfig
+from .ring import BatchRing, ring_layout
 from .sources.base import Schema
 from .sources.resolve import Domain
 from .topology import resolve_topology
@@ -370,6 +371,7 @@ class MixStream(IterableDataset):
             self._threads = num_workers if threads else 0
             self.prefetch_depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
             self._plan.batched = batched
+            self._plan.ring = self._make_ring(batch_size, num_workers, batched and not threads)
             self._driven_by_loader = loader
             self._loop_thread = threading.get_ident()
             # room for every change a worker may not have passed, plus changes scheduled ahead
@@ -382,6 +384,22 @@ class MixStream(IterableDataset):
             if self._tracker is None:
                 self._tracker = self._new_tracker()
             self._begin_iteration()
+
+    def _make_ring(self, batch_size: int, num_workers: int, batched: bool) -> BatchRing | None:
+        """Shared batch slots for worker processes, when every column has a fixed size."""
+        if not batched or num_workers == 0:
+            return None
+        fields = ring_layout(self._plan.schema, batch_size, self._plan.token_dtype)
+        if fields is None:
+            return None
+        slots = self.prefetch_depth + 2
+        ring = self._plan.ring
+        if ring is not None and ring.fields == fields and ring.slots >= slots:
+            return ring
+        if self._plan.channel.frozen:
+            raise RuntimeError("the stream's shared batch slots must change, but persistent "
+                               "DataLoader workers hold the old ones; create a new MixLoader")
+        return BatchRing(fields, slots)
 
     def bind_loader(self, loader: torch.utils.data.DataLoader) -> None:
         """Bind to a plain ``DataLoader`` (per-sample mode); see :meth:`bind`.
@@ -925,7 +943,7 @@ class MixStream(IterableDataset):
         if num != max(1, self.num_workers or 0):
             raise RuntimeError(f"MixStream bound to num_workers={self.num_workers} iterated in the "
                                f"main process; use a DataLoader with num_workers={self.num_workers}")
-        return produce(plan, worker, num)
+        return produce(plan, worker, num, ring=plan.ring if info is not None else None)
 
     def __repr__(self) -> str:
         w = ", ".join(f"{k}: {v:.3g}" for k, v in self.weights.items())
