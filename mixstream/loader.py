@@ -140,9 +140,34 @@ class MixLoader(DataLoader):
         self.stream.trained_batches = value
 
     def state_dict(self) -> dict[str, Any]:
-        """The stream's state (and everything attached) at ``trained_batches``; plain Python."""
-        return self.stream.state_dict()
+        """The stream's state (and everything attached) at ``trained_batches``; plain Python.
+
+        Lightning saves stateful loaders by itself, but it fetches one batch ahead: without
+        ``MixStreamCallback`` (which sets ``trained_batches``) the checkpoint would sit one batch
+        late and a resume would skip a batch, so that case is refused."""
+        stream = self.stream
+        if stream._trained is None and stream.consumed_batches > 0 and _called_by_lightning():
+            raise RuntimeError(
+                "Lightning is saving this MixLoader, but it fetches one batch ahead and nothing "
+                "told the loader which batches were trained: the checkpoint would skip a batch "
+                "on resume. Add mixstream.integrations.lightning.MixStreamCallback(loader) to "
+                "Trainer(callbacks=[...])")
+        return stream.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state``; the next ``iter(loader)`` starts there."""
         self.stream.load_state_dict(state)
+
+
+def _called_by_lightning() -> bool:
+    import sys
+
+    frame = sys._getframe(2)
+    for _ in range(40):
+        if frame is None:
+            return False
+        mod = frame.f_globals.get("__name__", "")
+        if mod.startswith(("lightning.", "pytorch_lightning.")):
+            return True
+        frame = frame.f_back
+    return False
