@@ -12,6 +12,7 @@ line of what it trained on.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -93,3 +94,20 @@ def die() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def example_parser(doc: str, *, grad_accum: bool = True) -> argparse.ArgumentParser:
+    """The arguments every example takes (the tests drive all three the same way)."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--out", required=True, help="output dir (checkpoints, mix log)")
+    p.add_argument("--data", help="shard dir (default: OUT/shards; built on first use)")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--save-every", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8)
+    if grad_accum:
+        p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--trace", help="JSON lines of every trained batch (tests)")
+    p.add_argument("--mixlog", help="MixLogger file (default: OUT/mix.jsonl)")
+    p.add_argument("--kill-at", type=int, help="SIGKILL after this optimizer step (tests)")
+    return p

@@ -11,11 +11,10 @@ The mixstream lines are marked ``# mixstream``; the rest is an ordinary Trainer 
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import torch
-from common import EOT, SEQ_LEN, VOCAB, Trace, build_shards, die
+from common import EOT, SEQ_LEN, VOCAB, Trace, build_shards, die, example_parser
 from transformers import GPT2Config, GPT2LMHeadModel, TrainerCallback, TrainingArguments, set_seed
 
 from mixstream import MixLoader, MixStream
@@ -23,20 +22,12 @@ from mixstream.controllers import ODM
 from mixstream.integrations.hf import MixTrainer  # mixstream
 from mixstream.observe import MixLogger
 
+DROP = float(os.environ.get("DROP", 0.1))  # dropout (the resume test checks masks too)
+
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output dir (checkpoints, mix log)")
-    p.add_argument("--data", help="shard dir (default: OUT/shards; built on first use)")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--save-every", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--workers", type=int, default=0)
+    p = example_parser(__doc__)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--trace", help="JSON lines of every trained batch (tests)")
-    p.add_argument("--mixlog", help="MixLogger file (default: OUT/mix.jsonl)")
-    p.add_argument("--kill-at", type=int, help="SIGKILL after this optimizer step (tests)")
     a = p.parse_args()
     torch.set_num_threads(1)
 
@@ -51,7 +42,7 @@ def main() -> None:
     set_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=SEQ_LEN, n_embd=64,
                                        n_layer=2, n_head=2, bos_token_id=EOT,
-                                       eos_token_id=EOT, resid_pdrop=float(os.environ.get('DROP', 0.1)), embd_pdrop=float(os.environ.get('DROP', 0.1)), attn_pdrop=float(os.environ.get('DROP', 0.1))))
+                                       eos_token_id=EOT, resid_pdrop=DROP, embd_pdrop=DROP, attn_pdrop=DROP))
     trace = Trace(a.trace, rank=args.process_index)
 
     class TracedTrainer(MixTrainer):  # test instrumentation: records what each step trained on

@@ -11,13 +11,12 @@ The mixstream lines are marked ``# mixstream``; the rest is an ordinary Lightnin
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from common import SEQ_LEN, VOCAB, Trace, build_shards, die
+from common import SEQ_LEN, VOCAB, Trace, build_shards, die, example_parser
 
 from mixstream import MixLoader, MixStream
 from mixstream.controllers import ODM
@@ -56,19 +55,9 @@ class KillAt(pl.Callback):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output dir (checkpoints, mix log)")
-    p.add_argument("--data", help="shard dir (default: OUT/shards; built on first use)")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--save-every", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--workers", type=int, default=0)
+    p = example_parser(__doc__)
     p.add_argument("--devices", type=int, default=1, help="CPU processes (DDP when > 1)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
-    p.add_argument("--trace", help="JSON lines of every trained batch (tests)")
-    p.add_argument("--mixlog", help="MixLogger file (default: OUT/mix.jsonl)")
-    p.add_argument("--kill-at", type=int, help="SIGKILL after this optimizer step (tests)")
     a = p.parse_args()
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)

@@ -11,14 +11,13 @@ tests (tests/test_examples.py).
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import re
 
 import torch
 import torch.distributed as dist
-from common import SEQ_LEN, VOCAB, Trace, build_shards, die
+from common import SEQ_LEN, VOCAB, Trace, build_shards, die, example_parser
 from torch.nn.parallel import DistributedDataParallel
 
 from mixstream import MixLoader, MixStream
@@ -39,17 +38,8 @@ def last_checkpoint(out: str, world: int) -> tuple[int, str] | None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output dir (checkpoints, mix log)")
-    p.add_argument("--data", help="shard dir (default: OUT/shards; built on first use)")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--save-every", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=0)
+    p = example_parser(__doc__, grad_accum=False)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--trace", help="JSON lines of every trained batch (tests)")
-    p.add_argument("--mixlog", help="MixLogger file (default: OUT/mix.jsonl)")
-    p.add_argument("--kill-at", type=int, help="SIGKILL after this optimizer step (tests)")
     a = p.parse_args()
     torch.set_num_threads(1)
     if "WORLD_SIZE" in os.environ:  # torchrun
