@@ -112,7 +112,7 @@ def test_demo_paired_ci():
 def test_demo_cli_registered_and_validates():
     from mixstream.cli.main import build_parser, main
     args = build_parser().parse_args(["demo", "--controller", "odm", "--steps", "5"])
-    assert args.controller == "odm" and callable(args.func) and args.seeds == 3
+    assert args.controller == "odm" and callable(args.func) and args.seeds == 5
     assert build_parser().parse_args(["demo"]).controller == "fastmix"   # the demo's default
     with pytest.raises(SystemExit, match="--steps must be > 0"):
         main(["demo", "--steps", "0"])

@@ -15,7 +15,7 @@ import torch
 
 from .diagnostics import ORDER, SMOKE, Scale, build
 from .methods import METHODS
-from .report import analyse, plot, summary, table
+from .report import analyse, plot, summary, table, targets
 from .runner import cpu_note, run_problem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             plot(p, res, an, out / f"{name}.png")
         except ImportError:
             pass
-        parts.append((p, an))
+        parts.append((p, an, res))
         print(md, flush=True)
         print(f"[{name}: {time.perf_counter() - t0:.0f}s wall]", flush=True)
     wall = time.perf_counter() - t_all
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             "loss). ✓ = the paper's predicted gain is measured (CI excludes 0) with the weights "
             "on the right side of the known answer; ✗ = predicted but not measured; (lim.) = "
             "a documented limitation of the method, observed. Uniform's row: its test loss.\n\n"
-            + summary(parts))
+            + summary([(p, an) for p, an, _ in parts])
+            + "\n## Issue 15 targets\n\n" + targets(parts))
     if len(parts) == len(ORDER) or a.smoke:
         (out / "summary.md").write_text(text)
     print(text)

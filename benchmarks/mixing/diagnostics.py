@@ -217,9 +217,15 @@ def continual_problem(work: Path, sc: Scale, seeds: list[int]) -> Problem:
     phase1 = Problem(**{**p.__dict__, "domains": ["A", "B"],
                         "shard_dirs": {d: dirs[d] for d in ("A", "B")}, "start_weights": None})
     from .methods import DML_SEED
-    p.init_state = {str(s): {k: v.clone() for k, v in
-                             train(phase1, s, eval_sets=False).model.state_dict().items()}
-                    for s in [*seeds, DML_SEED]}
+
+    def phase1_state(s: int) -> dict[str, torch.Tensor]:
+        f = work / f"phase1_seed{s}_{sc.steps}x{sc.batch}.pt"   # cached: reports rebuild it
+        if f.exists():
+            return dict(torch.load(f, weights_only=True))
+        st = {k: v.clone() for k, v in train(phase1, s, eval_sets=False).model.state_dict().items()}
+        torch.save(st, f)
+        return st
+    p.init_state = {str(s): phase1_state(s) for s in [*seeds, DML_SEED]}
     return p
 
 

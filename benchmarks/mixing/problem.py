@@ -43,7 +43,7 @@ class Problem:
     answer: str                            # the right answer, in words
     answer_check: Callable[[float, float], bool]  # (method stat, oracle stat) -> right side?
     predictions: dict[str, tuple[bool, str]] = field(default_factory=dict)  # method -> (succeeds?, why)
-    init_state: Mapping[str, list[dict[str, torch.Tensor]]] | None = None  # continual: seed -> state
+    init_state: Mapping[str, dict[str, torch.Tensor]] | None = None  # continual: seed -> state
     start_weights: Mixture | None = None    # continual: the mixture before the new domain
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
                               "paired seeds, with a 95 % CI", description=__doc__)
     p.add_argument("--controller", choices=("fastmix", "ado", "odm"), default="fastmix")
     p.add_argument("--steps", type=int, default=300, help="training steps per run")
-    p.add_argument("--seeds", type=int, default=3, help="paired seeds (uniform and controller)")
+    p.add_argument("--seeds", type=int, default=5, help="paired seeds (uniform and controller)")
     p.add_argument("--noise-domains", type=int, default=2,
                    help="domains of random tokens added to the corpus (0: text only)")
     p.add_argument("--workdir", default="mixstream-demo", help="shards, logs and plot go here")
@@ -55,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
                    help="folder of <domain>.jsonl(.gz) files (default: the packaged sample)")
     p.add_argument("-o", "--output", default=None, help="plot file (default WORKDIR/mix.png)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--vocab-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--evals", type=int, default=3, help="validation points per run")

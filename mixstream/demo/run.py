@@ -46,11 +46,11 @@ class DemoConfig:
     workdir: str = "mixstream-demo"
     corpus: str | None = None
     controller: str = "fastmix"
-    seeds: int = 3
+    seeds: int = 5
     steps: int = 300
     noise_domains: int = 2
     batch_size: int = 16
-    seq_len: int = 64
+    seq_len: int = 32
     vocab_size: int = 512
     lr: float = 3e-3
     warmup_steps: int = 15
@@ -80,9 +80,9 @@ def make_controller(name: str, stream: Any, log: MixLogger, steps_hint: int, *,
                     dev: dict[str, Any] | None = None) -> Controller:
     """The demo's controller settings, scaled to a run of ``steps_hint`` steps.
 
-    FastMix runs online (``apply_to="sampling"``): every 2 steps its softmax(z) mixture is
-    updated from the alignment of each domain's gradient on the embedding/LM-head matrix with the
-    gradient of a dev batch of the text domains (``dev``: rows never used for validation).
+    FastMix runs online (``apply_to="sampling"``): every 4 steps its softmax(z) mixture is
+    updated from the alignment of each domain's gradient with the gradient of a dev batch of the
+    text domains (``dev``: rows never used for validation).
     """
     if name == "odm":
         return ODM(stream, warmup=max(5, steps_hint // 25), observer=log)
@@ -95,10 +95,16 @@ def make_controller(name: str, stream: Any, log: MixLogger, steps_hint: int, *,
         from ..model import ModelContext
         if model is None or not dev:
             raise ValueError("the demo's FastMix needs the model and dev rows")
-        rows = torch.cat([torch.as_tensor(r).long() for r in dev.values()])
+        # dev batches of 4 rows per text domain, cycled one per outer update
+        n = min(len(r) for r in dev.values()) // 4
+        val = [{"input_ids": torch.cat([torch.as_tensor(r[4 * i:4 * i + 4]).long()
+                                        for r in dev.values()])} for i in range(max(1, n))]
         ctx = ModelContext(model, sequence_loss, list(stream.domains))
-        return FastMix(stream, ctx=ctx, val_batches=[{"input_ids": rows}], params="tok.weight",
-                       every=2, lr=0.05, apply_to="sampling", observer=log)
+        # The gradient signal is taken on the last block's MLP output matrix: TinyGPT's LM head
+        # is tied to the embedding, whose gradient would need a full backward per domain.
+        last = f"blocks.{len(getattr(model, 'blocks', [])) - 1}.mlp.2.weight"
+        return FastMix(stream, ctx=ctx, val_batches=val, params=last, every=4, lr=0.05,
+                       apply_to="sampling", observer=log)
     raise ValueError(f"unknown demo controller {name!r}; choose from {CONTROLLERS}")
 
 

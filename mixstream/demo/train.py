@@ -33,8 +33,11 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Mapping[str,
     nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     if mixer is not None:
-        extra = {"batch": batch} if _takes_batch(mixer) else {}
-        mixer.feedback(torch.as_tensor(batch["domain"]), per_seq.detach(), **extra)
+        dom = torch.as_tensor(batch["domain"])
+        if _takes_batch(mixer):
+            mixer.feedback(dom, per_seq.detach(), batch=batch)  # type: ignore[call-arg]
+        else:
+            mixer.feedback(dom, per_seq.detach())
     return float(loss.detach())
 
 
