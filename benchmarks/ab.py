@@ -5,8 +5,9 @@
 Each round runs every configuration once with the old and once with the new checkout (fresh
 processes, order alternating between rounds, page cache warmed before each run), and reports
 per configuration the median samples/s of each and the median of the within-round ratios
-new/old. Both checkouts read the same corpus (``benchmarks/corpus.py build``) and measure with
-the *new* checkout's harness (benchmarks/run_one.py, loaders.py), so only the library differs.
+new/old. Both checkouts read the same corpus (``benchmarks/corpus.py build``), each measured
+by its own ``benchmarks/run_one.py`` (which imports that checkout's library); the new harness
+keeps the stored token dtype, as the old library did, so the same bytes move.
 Writes ``benchmarks/results/ab.md``.
 """
 
@@ -34,10 +35,12 @@ CONFIGS = [("mixstream_arrow", 0), ("mixstream", 0), ("mixstream_arrow", 2), ("m
 def measure(tree: str, loader: str, workers: int, seconds: float, root: str) -> float | None:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    # the library comes from ``tree``; the harness (benchmarks/) from this checkout
-    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{REPO}", HF_DATASETS_OFFLINE="1",
+    # each checkout's own harness: run_one.py puts its checkout first on sys.path, so the
+    # library is that checkout's (a PYTHONPATH would lose to it)
+    env = dict(os.environ, PYTHONPATH=tree, HF_DATASETS_OFFLINE="1",
                HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, os.path.join(HERE, "run_one.py"), "throughput", "--loader", loader,
+    script = os.path.join(tree, "benchmarks", "run_one.py")
+    cmd = [sys.executable, script, "throughput", "--loader", loader,
            "--workers", str(workers), "--seconds", str(seconds), "--root", root, "--out", out]
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=600, cwd=tree)
@@ -57,13 +60,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--samples", type=int, default=262_144)
+    ap.add_argument("--configs", default=None,
+                    help="comma list loader@workers (default: the four mixstream rows)")
     args = ap.parse_args()
     ensure_corpus(args.samples, False, (4,), mds=False, formats="npy,native",
                   python=sys.executable)
     root = data_dir()
+    configs = CONFIGS if not args.configs else [
+        (c.split("@")[0], int(c.split("@")[1])) for c in args.configs.split(",")]
     rows: dict[tuple[str, int], dict[str, list[float]]] = {}
     for r in range(args.rounds):
-        for loader, nw in CONFIGS:
+        for loader, nw in configs:
             pair = [("old", args.old), ("new", REPO)]
             if r % 2:
                 pair.reverse()
