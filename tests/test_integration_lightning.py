@@ -157,3 +157,37 @@ def test_callback_on_another_loader_is_refused(shards: dict, tmp_path) -> None:
                          enable_checkpointing=False, callbacks=[MixStreamCallback(other)])
     with pytest.raises(RuntimeError, match="same MixLoader"):
         trainer.fit(LM("loss"), train_dataloaders=MixLoader(stream, batch_size=BATCH))
+
+
+def staged_fit(shards: dict, root, *, steps: int, ckpt: str | None = None):
+    from mixstream.stages import Stage, StagePlan
+
+    stream = MixStream(shards, seed=3)
+    loader = MixLoader(stream, batch_size=BATCH)
+    plan = StagePlan(stream, [Stage("warm", steps=3, weights={"a": 1}),
+                              Stage("mix", steps=3, weights={"a": 1, "b": 1, "c": 1},
+                                    controller=lambda s: ODM(s, warmup=1)),
+                              Stage("last", weights={"c": 1})])
+    saver = pl.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=4, save_top_k=-1,
+                                         filename="{step}")
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[MixStreamCallback(loader), saver])
+    module = LM("logits")
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt)
+    return module, stream, plan
+
+
+def test_a_stage_plan_under_lightning_resumes_mid_stage(shards: dict, tmp_path) -> None:
+    """Issue: stages usable from the trainer integrations — the active stage's controller gets
+    Lightning's feedback, and a checkpoint inside the 'mix' stage resumes exactly."""
+    full, _, plan = staged_fit(shards, tmp_path / "full", steps=8)
+    assert plan.stage.name == "last"
+    assert all(set(r[2]) == {0} for r in full.records[:3])  # 'warm': domain a only
+    assert all(set(r[2]) == {2} for r in full.records[6:])  # 'last': domain c only
+    staged_fit(shards, tmp_path / "cut", steps=4)  # checkpoint at step 4: inside 'mix'
+    resumed, _, plan2 = staged_fit(shards, tmp_path / "cut", steps=8,
+                                   ckpt=str(tmp_path / "cut" / "step=4.ckpt"))
+    assert plan2.stage.name == "last"
+    for a, b in zip(full.records[4:], resumed.records):
+        assert torch.equal(a[1], b[1]) and a[2] == b[2] and a[3] == b[3]
