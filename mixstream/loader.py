@@ -162,7 +162,7 @@ class MixLoader(DataLoader):
 def _called_by_lightning() -> bool:
     import sys
 
-    frame = sys._getframe(2)
+    frame: Any = sys._getframe(2)
     for _ in range(40):
         if frame is None:
             return False

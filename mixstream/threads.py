@@ -76,7 +76,9 @@ class ThreadedReaders:
                 self._error = e
                 self._cond.notify_all()
         finally:
-            gen.close()
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()
 
     def __iter__(self) -> Iterator[Any]:
         return self
