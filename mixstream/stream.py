@@ -176,6 +176,7 @@ class MixStream(IterableDataset):
         self._mute = 0  # >0: set_weights is ignored (objects rebuilt while resuming)
         self._started = False  # an iteration has started (initial weights are fixed)
         self._threads = 0  # >0: the readers are this many threads in this process
+        self._readers: Any = None  # the running ThreadedReaders (threads keep it alive)
 
     # -- the worker payload -----------------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -931,7 +932,9 @@ class MixStream(IterableDataset):
             if self._threads:
                 from .threads import ThreadedReaders
 
-                it = ThreadedReaders(self, self._threads, self._consumed)
+                if self._readers is not None:  # the previous iteration's threads stop
+                    self._readers.close()
+                it = self._readers = ThreadedReaders(self, self._threads, self._consumed)
                 return it if plan.batched else _samples(it, self.batch_size or 1)
             worker, num = 0, 1
         else:
