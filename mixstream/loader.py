@@ -53,7 +53,8 @@ class _Counting:
         if isinstance(batch, RingRef):  # a worker wrote it to a shared slot: copy it out
             ring = stream._plan.ring
             assert ring is not None
-            batch = ring.take(batch, pin=self._loader.pin_memory)
+            # the iterator's own flag: pin_memory=True without an accelerator is switched off
+            batch = ring.take(batch, pin=bool(getattr(self._it, "_pin_memory", False)))
         stream._delivered(batch)
         return batch
 
