@@ -477,3 +477,18 @@ def test_a_checkpoint_loaded_before_the_group_exists_is_reapplied_under_the_true
     monkeypatch.setenv("RANK", "1")  # the process group / launcher tells the truth later
     got = [b["id"].tolist() for _, b in zip(range(4), loader)]
     assert got == ref[1][4:]
+
+
+def test_package_is_typed_and_clis_report_their_version():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mixstream
+
+    assert (Path(mixstream.__file__).parent / "py.typed").exists()
+    for mod in ("mixstream.cli.main", "mixstream.cli.shard"):
+        out = subprocess.run([sys.executable, "-c", f"import sys; from {mod} import main; "
+                              f"sys.argv=['x', '--version']; main()"],
+                             capture_output=True, text=True)
+        assert mixstream.__version__ in out.stdout

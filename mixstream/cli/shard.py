@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=__doc__.split("\n")[0].split(": ", 1)[1],
                                      epilog=__doc__.split("\n", 1)[1].replace("::", ":"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_convert, _add_index, _add_inspect, _add_verify):
         add(sub)
@@ -260,3 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
