@@ -4,13 +4,13 @@ Created in the trainer's process before any worker starts, as torch shared-memor
 (inherited on fork, passed by file descriptor on spawn), never as named POSIX shm, whose
 naming and cleanup are the most reported failure of mosaicml-streaming. It holds:
 
-* the *pending tail* of the weight log: every entry that applies from the trainer's position on
-  (``from_sample >= consumed position``), rewritten whole on every change under a sequence lock.
-  Workers compare one integer per batch and copy the tail when it changed. A worker can never
-  need an older entry (its next batch is at or after the trainer's position), so the tail is
-  bounded by the prefetch depth plus changes scheduled ahead, whatever the rate of changes — an
-  earlier ring of entries overflowed, and killed the run, when many changes came between two
-  reads of a worker;
+* the *pending tail* of the weight log: every entry from ``readers`` batches before the trainer's
+  position on, rewritten whole on every change under a sequence lock. Workers compare one
+  integer per batch and copy the tail when it changed. A worker last read the tail when it
+  started its latest batch, at most ``readers`` batches behind the trainer, and entries made
+  since start at or after that batch; so the tail is bounded by the prefetch depth plus the
+  readers plus changes scheduled ahead, whatever the rate of changes — an earlier ring of
+  entries overflowed, and killed the run, when many changes came between two reads of a worker;
 * the *start checkpoint*: where the next iteration starts (batch, mixture cursor state, claim
   book), written by the trainer's process before workers (re)start. Its layout is the claim
   book's own declaration (:data:`mixstream.plan.claims.LAYOUT`).

@@ -91,7 +91,10 @@ def produce(plan: ReaderPlan, worker: int, num: int, ring: BatchRing | None = No
     claims = ClaimBook(plan.geometry, topo.num_slots, arrays)
     walker = Walker(seed=plan.seed, block=plan.mix_block, topology=topo, claims=claims, mix=mix,
                     pending=[], next_batch=start * topo.world_size, limit=plan.limit)
+    # entries up to the start checkpoint's chunk are folded into it; the tail reaches back a
+    # few batches (see channel.py), so older entries in it are skipped, not added again
     seen: dict[int, np.ndarray] = {mix.entry_from: mix.entry_weights}
+    folded = mix.chunk_start
     version = -1
     executor = ThreadPoolExecutor(1, thread_name_prefix="mixstream") if plan.prefetch else None
     readers: dict[int, DomainReader] = {}
@@ -102,7 +105,7 @@ def produce(plan: ReaderPlan, worker: int, num: int, ring: BatchRing | None = No
         while True:
             tail, version = channel.read_tail(version)
             if tail is not None:
-                _take_entries(walker, tail, seen)
+                _take_entries(walker, [e for e in tail if e[0] >= folded], seen)
             g = topo.global_batch(plan.rank, t)
             try:
                 dom, served = walker.own(g)

@@ -177,6 +177,7 @@ class MixStream(IterableDataset):
         self._started = False  # an iteration has started (initial weights are fixed)
         self._threads = 0  # >0: the readers are this many threads in this process
         self._readers: Any = None  # the running ThreadedReaders (threads keep it alive)
+        self._tail_floor = 0  # the pending tail's lower bound (sample), monotonic per iteration
 
     # -- the worker payload -----------------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -506,8 +507,9 @@ class MixStream(IterableDataset):
             walker = self._tracker.walker
             mix = walker.cursor.checkpoint()
             self._plan.channel.write_start(start, mix, walker.claims)
+            self._tail_floor = mix.chunk_start + 1  # older entries are in the start checkpoint
             self._plan.channel.write_tail([(e.from_sample, e.weights) for e in self._log.entries
-                                           if e.from_sample > mix.chunk_start])
+                                           if e.from_sample >= self._tail_floor])
 
     def _delivered(self, batch: Any = None) -> None:
         with self._lock:
@@ -584,10 +586,16 @@ class MixStream(IterableDataset):
                 if from_sample < self._log.latest.from_sample:
                     raise ValueError(f"from_batch={from_batch} is before the last weight change "
                                      f"(sample {self._log.latest.from_sample})")
-            floor = self._consumed * per_batch
+            # every entry a reader may not have seen: a reader last read the tail when it
+            # started its latest batch, which is at most ``readers`` behind the trainer, and
+            # must still walk other readers' batches after it (a floor at the trainer's position
+            # dropped entries a slow reader needed)
+            readers = max(1, self.num_workers or 0)
+            floor = max(self._tail_floor, max(0, self._consumed - readers) * per_batch)
             tail = [e for e in self._log.entries if e.from_sample >= floor
                     and e.from_sample != from_sample] + [LogEntry(from_sample, w)]
             self._plan.channel.write_tail([(e.from_sample, e.weights) for e in tail])
+            self._tail_floor = floor  # never lower within an iteration: readers prune below it
             self._log.append(from_sample, w)
             self._digest.update(np.int64(from_sample).tobytes() + w.tobytes())
             self._tracker.add_entry(from_sample, w)

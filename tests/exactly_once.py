@@ -120,11 +120,22 @@ class _Rank:
             self.stream.bind(batch, workers, 2 if workers else None, loader=True)
             if state is not None:
                 self.stream.load_state_dict(state)
-            start = self.stream.consumed_batches
-            n = max(1, workers)
-            self.gens = [produce(self.stream._plan, j, n) for j in range(n)]
-            self.t = start
-            self.start = start
+            # readers run ahead of the trainer as DataLoader workers do: any reader may produce
+            # any of its batches the loader has requested (below fetched + prefetch depth), in
+            # a seeded random order, so a reader can lag behind the others
+            self.rng = np.random.default_rng([sc.seed, rank, 7])
+            self._restart_readers(max(1, workers))
+
+    def _restart_readers(self, n: int) -> None:
+        self.start = self.t = self.stream.consumed_batches
+        self.gens = [produce(self.stream._plan, j, n) for j in range(n)]
+        self.next_of = [self.start + j for j in range(n)]
+        self.ready: dict[int, Any] = {}
+
+    def _produce(self, j: int) -> None:
+        t = self.next_of[j]
+        self.ready[t] = next(self.gens[j], None)
+        self.next_of[j] = t + len(self.gens) if self.ready[t] is not None else 1 << 60
 
     def next(self) -> dict | None:
         if self.real:
@@ -132,11 +143,19 @@ class _Rank:
         if self.stream._restart:  # the domain set changed: readers restart (as MixLoader does)
             self.stream._restart = False
             self.stream._begin_iteration()
-            self.start = self.t = self.stream.consumed_batches
-            self.gens = [produce(self.stream._plan, j, len(self.gens))
-                         for j in range(len(self.gens))]
+            self._restart_readers(len(self.gens))
         n = len(self.gens)
-        batch = next(self.gens[(self.t - self.start) % n], None)
+        limit = self.t + self.stream.prefetch_depth  # batches the loader has requested
+        for j in range(n):  # each reader runs as far ahead as allowed, or waits, at random
+            if self.rng.random() < 0.5:
+                while self.next_of[j] < limit:
+                    self._produce(j)
+        owner = (self.t - self.start) % n
+        while self.t not in self.ready:
+            if self.next_of[owner] > self.t:  # the owner ended (stop mode)
+                return None
+            self._produce(owner)
+        batch = self.ready.pop(self.t)
         if batch is not None:
             self.t += 1
             self.stream._delivered()

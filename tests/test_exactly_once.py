@@ -124,9 +124,16 @@ STOP_MODE_RANKS = Scenario(  # issue: ranks ended after 56/56/56/55 batches (a D
     steps=60, on_exhausted="stop")
 
 
+LAGGING_READER = Scenario(  # a reader that starts its batch late must still get every change
+    # (the weight tail once started at the trainer's position and dropped changes it needed)
+    sizes=[[50] * 4, [50] * 4], weights=[1, 1], window=16, batch=2, workers=4, steps=60,
+    changes=[(s, [1 + (s % 3), 1]) for s in range(0, 60, 2)], seed=1)
+
+
 @pytest.mark.parametrize("sc", [SMALL_DOMAINS, SMALL_DOMAINS_NO_SHUFFLE, TWO_RANKS_ONE_FILE,
-                                ONE_SAMPLE_DOMAIN, STOP_MODE_RANKS],
-                         ids=["small", "small-noshuffle", "ranks-one-file", "one-sample", "stop"])
+                                ONE_SAMPLE_DOMAIN, STOP_MODE_RANKS, LAGGING_READER],
+                         ids=["small", "small-noshuffle", "ranks-one-file", "one-sample", "stop",
+                              "lagging-reader"])
 def test_known_cases(sc):
     check(sc)
 

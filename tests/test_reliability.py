@@ -355,11 +355,13 @@ def test_too_many_changes_scheduled_ahead_is_a_clear_error(tmp_path):
     paths = parquet_domains(tmp_path, n=600, files=1, names=("a", "b"))
     stream = MixStream(paths, seed=0, max_pending_weight_changes=8)
     MixLoader(stream, batch_size=4)
-    for b in range(1, 8):  # with the entry in force at sample 0: 8 pending entries
-        stream.set_weights({"a": 1.0, "b": float(b)}, from_batch=b)
+    accepted = 0
     with pytest.raises(ValueError, match=r"max_pending_weight_changes"):
-        stream.set_weights({"a": 1.0, "b": 0.5}, from_batch=100)
-    assert stream.weight_log[-1][0] == 7 * 4  # the refused change left no trace
+        for b in range(1, 20):
+            stream.set_weights({"a": 1.0, "b": float(b)}, from_batch=b)
+            accepted = b
+    assert accepted == 8  # exactly the capacity
+    assert stream.weight_log[-1][0] == accepted * 4  # the refused change left no trace
 
 
 def test_iterating_a_stream_without_a_loader_yields_samples(tmp_path):
