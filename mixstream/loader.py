@@ -120,6 +120,13 @@ class MixLoader(DataLoader):
     def _start(self) -> Any:
         stream = self.stream
         stream._started = True
+        last = getattr(self, "_live", None)
+        if last is not None and not self.persistent_workers:
+            # one live iteration per loader: an older iterator's workers would still fill the
+            # shared batch slots (and the stream has one position)
+            shutdown = getattr(last, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
         stream._begin_iteration()
         stream._loader_iterating = True  # workers forked/spawned now carry the flag
         try:
@@ -128,6 +135,7 @@ class MixLoader(DataLoader):
             stream._loader_iterating = False
         if self.persistent_workers and self.num_workers > 0:
             stream._plan.channel.frozen = True  # those workers keep these shared buffers
+        self._live = it
         return it
 
     # -- the stateful-loader protocol -------------------------------------------------------
