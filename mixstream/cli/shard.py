@@ -230,6 +230,12 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return EXIT_MISMATCH if bad else 0
 
 
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixstream-shard",
                                      description=__doc__.split("\n")[0].split(": ", 1)[1],
@@ -261,9 +267,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
