@@ -12,6 +12,22 @@ from .sources.base import Block, ColumnSpec, Ragged, Schema, take_column
 Pieces = list[tuple[np.ndarray, list[tuple[Block, np.ndarray]]]]
 """For each domain in the batch: (batch positions, [(window data, window rows) ...])."""
 
+# Token ids stored as uint16/uint32 (compact on disk) are widened for the model: nn.Embedding
+# and most torch ops refuse unsigned 16/32-bit tensors, so every user added ``.long()``.
+_WIDEN = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
+
+
+def widened_dtype(dtype: np.dtype, token_dtype: str | None) -> np.dtype:
+    """The dtype a stored column arrives in (unsigned token ids widened to ``token_dtype``)."""
+    if token_dtype is None or dtype not in _WIDEN:
+        return dtype
+    return np.dtype(token_dtype)
+
+
+def _widen(arr: np.ndarray, token_dtype: str | None) -> np.ndarray:
+    dtype = widened_dtype(arr.dtype, token_dtype)
+    return arr if dtype == arr.dtype else arr.astype(dtype)
+
 
 def _fill_array(spec: ColumnSpec, name: str, size: int, pieces: Pieces) -> np.ndarray:
     first = pieces[0][1][0][0][name]
@@ -47,17 +63,6 @@ def _fill_list(name: str, size: int, pieces: Pieces, token_dtype: str | None = N
         for p, v in zip(positions.tolist(), values):
             out[p] = v
     return out
-
-
-# Token ids stored as uint16/uint32 (compact on disk) are widened for the model: nn.Embedding
-# and most torch ops refuse unsigned 16/32-bit tensors, so every user added ``.long()``.
-_WIDEN = (np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
-
-
-def _widen(arr: np.ndarray, token_dtype: str | None) -> np.ndarray:
-    if token_dtype is None or arr.dtype not in _WIDEN:
-        return arr
-    return arr.astype(token_dtype)
 
 
 def assemble(schema: Schema, size: int, pieces: Pieces, domain: np.ndarray,

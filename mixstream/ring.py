@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .batching import widened_dtype
 from .sources.base import Schema
 
 
@@ -46,10 +47,7 @@ def ring_layout(schema: Schema, batch_size: int, token_dtype: str | None) -> lis
             shape = (batch_size,)
         else:
             return None
-        dtype = np.dtype(spec.dtype)
-        if token_dtype is not None and dtype in (np.dtype(np.uint16), np.dtype(np.uint32),
-                                                 np.dtype(np.uint64)):
-            dtype = np.dtype(token_dtype)
+        dtype = widened_dtype(np.dtype(spec.dtype), token_dtype)  # as assemble() writes it
         cols.append((name, dtype.str, shape))
     cols += [("domain", np.dtype(np.int64).str, (batch_size,)),
              ("index", np.dtype(np.int64).str, (batch_size,))]

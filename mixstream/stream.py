@@ -210,9 +210,7 @@ class MixStream(IterableDataset):
                 plan.channel.allocate_start(1, 1)
         d = len(doms)
         w0 = np.full(d, 1.0 / d) if weights is None else normalize_weights(weights, self.domains)
-        self._initial_weights = w0
-        self._log = WeightLog(w0)
-        self._digest = hashlib.sha256(w0.tobytes())
+        self._fresh_log(w0)
 
     def _select_columns(self, columns: list[str] | None) -> Schema:
         first = self._domains[0]
@@ -541,10 +539,14 @@ class MixStream(IterableDataset):
                 raise RuntimeError("initial weights can only change before the first batch")
             self._install_log(normalize_weights(weights, self.domains))
 
-    def _install_log(self, w0: np.ndarray) -> None:
+    def _fresh_log(self, w0: np.ndarray) -> None:
+        """A weight log holding only the initial weights ``w0`` (and its digest chain)."""
         self._initial_weights = w0
         self._log = WeightLog(w0)
         self._digest = hashlib.sha256(w0.tobytes())
+
+    def _install_log(self, w0: np.ndarray) -> None:
+        self._fresh_log(w0)
         if self._tracker is not None:
             self._tracker = self._new_tracker()
             self._begin_iteration()
@@ -935,7 +937,7 @@ class MixStream(IterableDataset):
                 raise RuntimeError("a pickled MixStream copy cannot be iterated outside a worker")
             if self._tracker is None:  # no loader: yield samples, as every dataset does
                 self.bind(self.batch_size or UNBOUND_BATCH, 0, batched=False)
-            else:
+            elif not self._loader_iterating:  # (MixLoader published the start just before)
                 self._begin_iteration()
             if self._threads:
                 from .threads import ThreadedReaders
