@@ -112,12 +112,9 @@ def parse_domains(value: Any) -> list[dict[str, Any]]:
     return out
 
 
-def parse_segments(value: Any, d: int, windows: list[int],
-                   blocks: list[int | None]) -> list[list[tuple[int, int, int]]]:
+def parse_segments(value: list, d: int) -> list[list[tuple[int, int, int]]]:
     """Per domain, its geometry history ``[(first_epoch, num_blocks, window), ...]``."""
-    if value is None:  # written before domains could grow: one version each
-        return [[(0, int(b or 0), w)] for b, w in zip(blocks, windows)]
-    if not isinstance(value, list) or len(value) != d:
+    if len(value) != d:
         raise ValueError(f"MixStream checkpoint 'segments' must list {d} domains")
     out = []
     for i, segs in enumerate(value):

@@ -698,7 +698,6 @@ class MixStream(IterableDataset):
                 "world_size": self.world_size,
                 "rank": self.rank,
                 "mix_block": self.mix_block,
-                "windows": list(self.windows),
                 "shuffle": self.shuffle,
                 "on_exhausted": self.on_exhausted,
                 "consumed_batches": self._tracker.batch,
@@ -737,10 +736,7 @@ class MixStream(IterableDataset):
                                  f"{value!r}; create the stream with the same settings")
         d = len(theirs)
         names = [x["name"] for x in theirs]
-        windows = require(state, "windows", list)
-        if len(windows) != d:
-            raise ValueError(f"MixStream checkpoint 'windows' must list {d} domains")
-        segments = parse_segments(state.get("segments"), d, windows, [x["blocks"] for x in theirs])
+        segments = parse_segments(require(state, "segments", list), d)
         bsz = require(state, "batch_size", int)
         nw = require(state, "num_workers", int)
         world = require(state, "world_size", int)

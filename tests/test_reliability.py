@@ -275,6 +275,8 @@ def test_rewound_counter_is_refused(tmp_path):
     ("mix", {"chunk_start": "x"}, r"mix"),
     ("consumed_batches", -3, r"consumed_batches"),
     ("attached", [], r"attached"),
+    ("segments", None, r"segments"),
+    ("segments", [[[0, 1]]] * 3, r"segments\[0\]"),
 ])
 def test_malformed_checkpoints_name_the_key(tmp_path, key, value, match):
     paths = parquet_domains(tmp_path, n=300, files=1, names=("a", "b", "c"))
