@@ -37,11 +37,7 @@ class _Counting:
         stream = self._stream
         if stream._restart:  # the domain set changed: new workers from the change on
             stream._restart = False
-            shutdown = getattr(self._it, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            self._loader._iterator = None
-            self._it = self._loader._start()
+            self._it = self._loader._start(new_workers=True)
         with stream._lock:
             stream._in_next = True  # the DataLoader may request one more batch in here
         try:
@@ -117,16 +113,20 @@ class MixLoader(DataLoader):
         self.stream._restart = False
         return _Counting(self._start(), self)
 
-    def _start(self) -> Any:
+    def _start(self, new_workers: bool = False) -> Any:
+        """Publish the start and create the DataLoader iterator. ``new_workers``: the reader
+        payload changed (the domain set), so even persistent workers are replaced."""
         stream = self.stream
         stream._started = True
         last = getattr(self, "_live", None)
-        if last is not None and not self.persistent_workers:
+        if last is not None and (new_workers or not self.persistent_workers):
             # one live iteration per loader: an older iterator's workers would still fill the
             # shared batch slots (and the stream has one position)
             shutdown = getattr(last, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
+        if new_workers:
+            self._iterator = None
         stream._begin_iteration()
         stream._loader_iterating = True  # workers forked/spawned now carry the flag
         try:
