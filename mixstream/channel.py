@@ -83,10 +83,6 @@ class WeightChannel:
             self.num_slots, self.queue_depth = num_slots, queue_depth
 
     # -- pending weight entries -------------------------------------------------------------
-    @property
-    def version(self) -> int:
-        return int(self._np(self._version)[0])
-
     def write_tail(self, entries: list[tuple[int, np.ndarray]]) -> None:
         """Replace the pending tail (trainer's process only, one writer at a time)."""
         if len(entries) > self.capacity:
