@@ -29,7 +29,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch.distributed as dist
 
-from .controllers.feedback import StepFeedback
+from .feedback import StepFeedback
 
 Hook = Callable[[dict], Any]
 

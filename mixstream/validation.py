@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .controllers.feedback import all_reduce_sum
+from .feedback import all_reduce_sum
 
 Batch = Mapping[str, Any]
 LossFn = Callable[[torch.nn.Module, Batch], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]

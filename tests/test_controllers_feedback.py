@@ -4,7 +4,7 @@ import torch
 from controller_fakes import FakeStream
 
 from mixstream.controllers.base import Controller, Requirements
-from mixstream.controllers.feedback import (
+from mixstream.feedback import (
     COUNT,
     EXCESS,
     SEQ_LOSS,

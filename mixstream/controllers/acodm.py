@@ -60,17 +60,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..model.grads import DomainGradRecorder
-from ..model.params import select_params
+from ..feedback import StepFeedback, all_reduce_sum
 from .acodm_agent import DDPGAgent, ReplayPool, from_b64, to_b64
 from .base import Controller, GradRequest, Observer, Requirements, StreamLike
-from .feedback import StepFeedback, all_reduce_sum
 from .odm import odm_epsilon, odm_weights
+
+if TYPE_CHECKING:  # imported where used: the model layer is only needed with a ctx
+    from ..model.grads import DomainGradRecorder
 
 
 def zclip(v: np.ndarray, lim: float = 3.0) -> np.ndarray:
@@ -168,6 +169,8 @@ class ACODM(Controller):
         if self._recorder is None:
             if self.ctx is None:
                 raise ValueError("the gradient recorder needs ctx= (the model) and grad_params")
+            from ..model.grads import DomainGradRecorder
+
             self._recorder = DomainGradRecorder(self.ctx.model, self.grad_params, self.K)
         return self._recorder
 
@@ -199,6 +202,8 @@ class ACODM(Controller):
                 grads, counts = dg.grads.detach().double().cpu(), dg.counts.double()
             elif recorded:  # proxy mode: no rewards; drop what was recorded
                 self.recorder.collect()
+            from ..model.params import select_params
+
             mats = [p.detach() for _, p in select_params(self.ctx.model, self.norm_params)]
             if self._ref_mats is None:
                 self._ref_mats = [m.clone() for m in mats]

@@ -24,7 +24,7 @@ import torch
 
 def single_domain_streams(paths: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     """``{d: MixStream({d: path}, **kwargs)}`` — one single-domain stream per domain."""
-    from mixstream import MixStream
+    from ..stream import MixStream
 
     return {d: MixStream({d: p}, **kwargs) for d, p in paths.items()}
 

@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from ..feedback import StepFeedback
 from .ado_fit import fit_power_law, power_law
 from .base import Controller, Observer, Requirements, StreamLike, WeightsLike
-from .feedback import StepFeedback
 from .history import History
 from .simplex import as_vector, clip_min_probability, normalise
 from .sizes import domain_sizes

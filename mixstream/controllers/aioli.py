@@ -42,8 +42,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..feedback import StepFeedback
 from .base import Controller, Observer, Requirements, StreamLike
-from .feedback import StepFeedback
 
 
 def probe_mixture(j: int, k: int, one_hot_factor: float) -> np.ndarray:

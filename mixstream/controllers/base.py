@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .feedback import StepFeedback, aggregate, all_reduce_sum, to_feedback
+from ..feedback import StepFeedback, aggregate, all_reduce_sum, to_feedback
 from .simplex import as_vector, normalise, to_dict
 
 if TYPE_CHECKING:  # the concrete model-access object lives in mixstream.model

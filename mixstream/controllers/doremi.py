@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..feedback import StepFeedback, dist_active
 from .base import Controller, Observer, Requirements, StreamLike
-from .feedback import StepFeedback, dist_active
 from .loss_weights import element_weights
 from .simplex import to_dict
 

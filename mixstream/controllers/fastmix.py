@@ -57,9 +57,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.grads import reference_grad
+from ..feedback import StepFeedback, all_reduce_sum
 from .base import Controller, GradRequest, Observer, Requirements, StreamLike
-from .feedback import StepFeedback, all_reduce_sum
 from .loss_weights import element_weights
 from .simplex import to_dict
 
@@ -229,6 +228,8 @@ class FastMix(Controller):
 
     def _target_grad(self) -> torch.Tensor:
         """``Σ_t w_t mean_b g_t(b)`` over the next ``val_per_update`` batches of each set."""
+        from ..model.grads import reference_grad  # the model layer is needed only with a ctx
+
         total: torch.Tensor | None = None
         wsum = sum(self._tw.values())
         for name, batches in self._sets.items():

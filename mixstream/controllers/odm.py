@@ -26,8 +26,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..feedback import StepFeedback
 from .base import Controller, Observer, Requirements, StreamLike
-from .feedback import StepFeedback
 
 
 def odm_epsilon(step: int, num_domains: int) -> float:

@@ -62,8 +62,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..feedback import StepFeedback
 from .base import Controller, Observer, Requirements, StreamLike
-from .feedback import StepFeedback
 from .opmix_fit import fit_loglinear, propose_kl
 from .simplex import as_vector, normalise, to_dict
 

@@ -22,9 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..laws.huber_lbfgs import fit_huber_lbfgs
-from ..laws.propose import minimize_capped_simplex
-
 
 def loglinear_law(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``exp(c) + exp(x · t)`` for params ``[S, 1 + M]`` and ``x [N, M]`` → ``[S, N]``."""
@@ -57,6 +54,8 @@ def fit_loglinear(x: np.ndarray, y: np.ndarray, own: int | None = None, *, delta
                   max_step: int = 30, seed: int = 42) -> LogLinearLaw:
     """Fit ``L(x) = exp(c) + exp(t · x)`` to ``(x [N, M], y [N])``."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    from ..laws.huber_lbfgs import fit_huber_lbfgs  # the law layer loads when a fit runs
+
     res = fit_huber_lbfgs(loglinear_law, x, y, law_inits(x.shape[1], own, seed), delta=delta,
                           max_step=max_step)
     return LogLinearLaw(float(res.params[0]), res.params[1:].copy(), res.selection_loss)
@@ -81,5 +80,7 @@ def propose_kl(t: np.ndarray, expand: np.ndarray, prior: np.ndarray,
         f = float(w @ ex) + kl_reg * float(p @ np.log(p / q))
         g = t.T @ (w * ex) + kl_reg * e.T @ (np.log(p / q) + 1)
         return f, g
+
+    from ..laws.propose import minimize_capped_simplex
 
     return minimize_capped_simplex(fun, np.ones(m), tol=1e-9)

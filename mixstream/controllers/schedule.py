@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..feedback import StepFeedback
 from .base import Controller, Observer, Requirements, StreamLike, WeightsLike
-from .feedback import StepFeedback
 from .simplex import as_vector, normalise
 
 BY = ("step", "samples", "tokens")

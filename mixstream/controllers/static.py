@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..feedback import StepFeedback
 from .base import Controller, Observer, Requirements, StreamLike, WeightsLike
-from .feedback import StepFeedback
 from .simplex import as_vector, normalise
 from .sizes import domain_sizes, proportional_weights, temperature_weights, unimax_weights
 

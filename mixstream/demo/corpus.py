@@ -100,10 +100,7 @@ def build(workdir: str | Path, *, corpus: str | Path | None = None, vocab_size: 
     simplest case where the mixture matters. They have no validation rows (the demo's target is
     the mean validation loss over the real domains).
     """
-    try:
-        from mixstream import write_shards  # type: ignore[attr-defined]
-    except ImportError:
-        from mixstream.shards.writer import write_shards
+    from mixstream import write_shards
 
     files = corpus_files(corpus)
     texts = {d: read_texts(p) for d, p in files.items()}

@@ -14,21 +14,54 @@ Guard rails (refusal below ``M + 2`` mixtures, leave-one-out errors, extrapolati
 a trust region in ``propose``) are described in ``docs/methods/laws.md``.
 """
 
-from mixstream.laws.continual import critical_proportion
-from mixstream.laws.design import sample_mixtures
-from mixstream.laws.huber_lbfgs import FitResult, fit_huber_lbfgs
-from mixstream.laws.implicit import ImplicitMixingLaw, compare_laws
-from mixstream.laws.mixture import DataMixingLaw, LawWarning, MixtureLawParams, check_mixtures
-from mixstream.laws.nested import extrapolate_sizes, extrapolate_steps, prepare_table
-from mixstream.laws.propose import halving_grid, project_capped_simplex, propose_mixture
-from mixstream.laws.scaling import SIZE_LAW, STEP_LAW, PowerLaw, PowerLawSettings, fit_power_law
-from mixstream.laws.table import LawTable, TableError, format_table, parse_table, read_table
-from mixstream.laws.two_domain import TwoDomainLaw, fit_two_domain
+from __future__ import annotations
 
-__all__ = [
-    "DataMixingLaw", "FitResult", "ImplicitMixingLaw", "LawTable", "LawWarning", "MixtureLawParams", "PowerLaw", "PowerLawSettings",
-    "SIZE_LAW", "STEP_LAW", "TableError", "TwoDomainLaw", "check_mixtures", "compare_laws", "critical_proportion",
-    "extrapolate_sizes", "extrapolate_steps", "fit_huber_lbfgs", "fit_power_law",
-    "fit_two_domain", "format_table", "halving_grid", "parse_table", "prepare_table",
-    "project_capped_simplex", "propose_mixture", "read_table", "sample_mixtures",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "critical_proportion": ".continual",
+    "sample_mixtures": ".design",
+    "FitResult": ".huber_lbfgs",
+    "fit_huber_lbfgs": ".huber_lbfgs",
+    "ImplicitMixingLaw": ".implicit",
+    "compare_laws": ".implicit",
+    "DataMixingLaw": ".mixture",
+    "LawWarning": ".mixture",
+    "MixtureLawParams": ".mixture",
+    "check_mixtures": ".mixture",
+    "extrapolate_sizes": ".nested",
+    "extrapolate_steps": ".nested",
+    "prepare_table": ".nested",
+    "halving_grid": ".propose",
+    "project_capped_simplex": ".propose",
+    "propose_mixture": ".propose",
+    "SIZE_LAW": ".scaling",
+    "STEP_LAW": ".scaling",
+    "PowerLaw": ".scaling",
+    "PowerLawSettings": ".scaling",
+    "fit_power_law": ".scaling",
+    "LawTable": ".table",
+    "TableError": ".table",
+    "format_table": ".table",
+    "parse_table": ".table",
+    "read_table": ".table",
+    "TwoDomainLaw": ".two_domain",
+    "fit_two_domain": ".two_domain",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .continual import critical_proportion  # noqa: F401
+    from .design import sample_mixtures  # noqa: F401
+    from .huber_lbfgs import FitResult, fit_huber_lbfgs  # noqa: F401
+    from .implicit import ImplicitMixingLaw, compare_laws  # noqa: F401
+    from .mixture import DataMixingLaw, LawWarning, MixtureLawParams, check_mixtures  # noqa: F401
+    from .nested import extrapolate_sizes, extrapolate_steps, prepare_table  # noqa: F401
+    from .propose import halving_grid, project_capped_simplex, propose_mixture  # noqa: F401
+    from .scaling import SIZE_LAW, STEP_LAW, PowerLaw, PowerLawSettings, fit_power_law  # noqa: F401
+    from .table import LawTable, TableError, format_table, parse_table, read_table  # noqa: F401
+    from .two_domain import TwoDomainLaw, fit_two_domain  # noqa: F401
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

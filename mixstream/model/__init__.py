@@ -5,21 +5,42 @@ loss``: per-domain gradient Gram matrices on chosen parameters, per-domain valid
 clones, LoRA adapters on frozen copies, and merged adapter deltas.
 """
 
-from mixstream.model.context import ModelContext
-from mixstream.model.grads import (
-    DomainGradRecorder,
-    DomainGrads,
-    GradGram,
-    domain_grads,
-    grad_gram,
-    val_losses,
-)
-from mixstream.model.lora import LoRAAdapter, find_linear_modules, train_lora
-from mixstream.model.merge import applied, merge_adapters, merged_copy
-from mixstream.model.params import select_params
+from __future__ import annotations
 
-__all__ = [
-    "DomainGradRecorder", "DomainGrads", "GradGram", "LoRAAdapter", "ModelContext", "applied", "domain_grads",
-    "find_linear_modules", "grad_gram", "merge_adapters", "merged_copy", "select_params",
-    "train_lora", "val_losses",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "ModelContext": ".context",
+    "DomainGradRecorder": ".grads",
+    "DomainGrads": ".grads",
+    "GradGram": ".grads",
+    "domain_grads": ".grads",
+    "grad_gram": ".grads",
+    "val_losses": ".grads",
+    "LoRAAdapter": ".lora",
+    "find_linear_modules": ".lora",
+    "train_lora": ".lora",
+    "applied": ".merge",
+    "merge_adapters": ".merge",
+    "merged_copy": ".merge",
+    "select_params": ".params",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .context import ModelContext  # noqa: F401
+    from .grads import (  # noqa: F401
+        DomainGradRecorder,
+        DomainGrads,
+        GradGram,
+        domain_grads,
+        grad_gram,
+        val_losses,
+    )
+    from .lora import LoRAAdapter, find_linear_modules, train_lora  # noqa: F401
+    from .merge import applied, merge_adapters, merged_copy  # noqa: F401
+    from .params import select_params  # noqa: F401
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,8 +1,11 @@
 """Feedback aggregation: per-sample losses -> per-domain sums, all-reduced across ranks.
 
-Pure functions. A controller never sees per-sample tensors: every algorithm in this package
-works on per-domain sums, which can be summed across ranks with one ``all_reduce`` of a small
-``[ROWS, K]`` float64 tensor, so every rank computes the same weights.
+Pure functions. A controller never sees per-sample tensors: every algorithm in
+:mod:`mixstream.controllers` works on per-domain sums, which can be summed across ranks with one
+``all_reduce`` of a small ``[ROWS, K]`` float64 tensor, so every rank computes the same weights.
+
+This module sits below the controllers, :mod:`mixstream.observe` and :mod:`mixstream.validation`
+(all three use :class:`StepFeedback` or :func:`all_reduce_sum`), so none of them imports another.
 """
 
 from __future__ import annotations
