@@ -25,8 +25,11 @@ import torch
 
 from .feedback import all_reduce_sum
 
-Batch = Mapping[str, Any]
-LossFn = Callable[[torch.nn.Module, Batch], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+#: one held-out batch (tensors by name; ``batch["domain"]`` unless batches come per domain)
+HeldOutBatch = Mapping[str, Any]
+#: ``loss_fn(model, batch)`` -> losses ``[B]``, or ``(losses [B], loss tokens [B])``
+ValidationLossFn = Callable[[torch.nn.Module, HeldOutBatch],
+                            "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 
 def _split(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -37,8 +40,8 @@ def _split(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     return out, None
 
 
-def per_domain_loss(loss_fn: LossFn, model: torch.nn.Module,
-                    batches: Iterable[Batch] | Mapping[str, Iterable[Batch]],
+def per_domain_loss(loss_fn: ValidationLossFn, model: torch.nn.Module,
+                    batches: Iterable[HeldOutBatch] | Mapping[str, Iterable[HeldOutBatch]],
                     domains: Sequence[str], *, max_batches: int | None = None,
                     require_all: bool = True) -> dict[str, float]:
     """Mean held-out loss per domain (token-weighted if ``loss_fn`` returns token counts).
@@ -101,8 +104,8 @@ class Validator:
     those); to keep evaluations comparable, use the same batches every time.
     """
 
-    def __init__(self, loss_fn: LossFn, model: torch.nn.Module,
-                 batches: Iterable[Batch] | Mapping[str, Iterable[Batch]],
+    def __init__(self, loss_fn: ValidationLossFn, model: torch.nn.Module,
+                 batches: Iterable[HeldOutBatch] | Mapping[str, Iterable[HeldOutBatch]],
                  domains: Sequence[str] | None = None, *,
                  max_batches: int | None = None) -> None:
         if domains is None:

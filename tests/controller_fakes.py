@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixstream.controllers.simplex import as_vector, normalise
+from mixstream.controllers.simplex import as_vector, scale_to_unit_sum
 
 
 class FakeStream:
@@ -21,7 +21,7 @@ class FakeStream:
                  batch_size: int = 16, seed: int = 0) -> None:
         self.domains = list(domains)
         w = np.ones(len(self.domains)) if weights is None else as_vector(weights, self.domains)
-        self.log: list[tuple[int, list[float]]] = [(0, normalise(w).tolist())]
+        self.log: list[tuple[int, list[float]]] = [(0, scale_to_unit_sum(w).tolist())]
         self._sizes = dict(sizes) if sizes else {
             d: {"samples": 1000, "tokens": None, "bytes": None, "documents": None}
             for d in self.domains}
@@ -38,7 +38,7 @@ class FakeStream:
         return dict(zip(self.domains, self.log[-1][1], strict=True))
 
     def set_weights(self, w: Mapping[str, float] | Sequence[float]) -> int:
-        vec = normalise(as_vector(w, self.domains))  # raises ValueError like the real stream
+        vec = scale_to_unit_sum(as_vector(w, self.domains))  # raises ValueError like the real stream
         start = self.consumed_samples + self.lag
         if self.log[-1][0] == start:
             self.log[-1] = (start, vec.tolist())

@@ -5,7 +5,7 @@ from controller_fakes import FakeStream
 from controller_harness import check_round_trip
 
 from mixstream.controllers.ado import ADO, ado_policy
-from mixstream.controllers.ado_fit import fit_power_law, init_grid, power_law
+from mixstream.controllers.ado_fit import fit_free_alpha_power_law, free_alpha_power_law, init_grid
 from mixstream.controllers.simplex import clip_min_probability
 
 D = ["a", "b", "c"]
@@ -19,7 +19,7 @@ def sizes(tokens):
 def test_fit_recovers_known_law():
     n = np.linspace(500, 50000, 300)
     true = np.array([2.5, 0.7, 0.4])
-    got = fit_power_law(n, power_law(true, n))
+    got = fit_free_alpha_power_law(n, free_alpha_power_law(true, n))
     np.testing.assert_allclose(got, true, atol=1e-3)
     assert init_grid().shape == (512, 3)
 

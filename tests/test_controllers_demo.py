@@ -8,9 +8,9 @@ import torch
 from controller_fakes import FakeStream
 
 from mixstream.controllers import ODM
-from mixstream.demo.corpus import EOT, corpus_files, pack, train_tokenizer
+from mixstream.demo.corpus import EOT, corpus_files, tokenize_and_pack, train_tokenizer
 from mixstream.demo.model import GPTConfig, TinyGPT, token_losses
-from mixstream.demo.run import DemoConfig, RunResult, format_table, run_demo
+from mixstream.demo.run import DemoConfig, RunResult, format_results, run_demo
 from mixstream.demo.train import train, train_step
 
 SAMPLE = Path(__file__).parent / "data" / "corpus_sample"
@@ -59,7 +59,7 @@ def test_train_step_learns_and_feeds_controller():
 def test_pack_and_tokenizer():
     texts = ["hello world " * 20, "def f(x):\n    return x\n" * 10]
     tok = train_tokenizer(texts, 300)
-    rows = pack(tok, texts, 15)
+    rows = tokenize_and_pack(tok, texts, 15)
     assert rows.dtype == np.uint16 and rows.shape[1] == 16
     flat = rows.ravel().tolist()
     assert tok.token_to_id(EOT) in flat
@@ -78,7 +78,7 @@ def test_corpus_files_errors(tmp_path):
 def test_format_table():
     a = RunResult("uniform", 5, 1.0, 10.0, {"x": 2.0, "y": 3.0}, {"x": .5, "y": .5}, "")
     b = RunResult("odm", 5, 1.0, 10.0, {"x": 2.5, "y": 2.0}, {"x": .3, "y": .7}, "")
-    t = format_table([a, b])
+    t = format_results([a, b])
     assert "+0.500" in t and "-1.000" in t and "0.700" in t
     assert t.splitlines()[-2].split() == ["mean", "2.500", "2.250", "-0.250"]
 

@@ -11,7 +11,7 @@ from mixstream.laws import (
     LawTable,
     PowerLawSettings,
     TableError,
-    fit_power_law,
+    fit_shared_alpha_power_law,
     prepare_table,
 )
 from mixstream.laws.scaling import TOKENS_PER_STEP, power_law_inits
@@ -54,7 +54,7 @@ def test_authors_settings_and_init_quirk():
 def test_power_law_recovers_shared_alpha():
     x = np.geomspace(1e9, 2e10, 10)
     y = np.stack([1.5 + (2e8 / x) ** 0.6, 2.5 + (5e8 / x) ** 0.6], axis=1)
-    fit = fit_power_law(x, y, FAST_STEP)
+    fit = fit_shared_alpha_power_law(x, y, FAST_STEP)
     assert fit.alpha == pytest.approx(0.6, abs=1e-3)
     np.testing.assert_allclose(fit.predict(1e11),
                                np.array([1.5, 2.5]) + (np.array([2e8, 5e8]) / 1e11) ** 0.6,

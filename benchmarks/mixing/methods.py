@@ -343,7 +343,7 @@ def dml_fit(p: Problem, seed: int = DML_SEED) -> dict[str, Any]:
     (mixture, dev set) extrapolates to ``p.steps``; one explicit mixture law per dev set is
     fitted on the extrapolated losses, and ``propose`` minimises the target-weighted sum.
     """
-    from mixstream.laws import DataMixingLaw, PowerLawSettings, fit_power_law
+    from mixstream.laws import DataMixingLaw, PowerLawSettings, fit_shared_alpha_power_law
 
     n = 2 * (p.K + 2)
     short = max(20, p.steps // 4)
@@ -370,7 +370,7 @@ def dml_fit(p: Problem, seed: int = DML_SEED) -> dict[str, Any]:
     step_law = True
     for j in range(len(sets)):
         try:
-            law_s = fit_power_law(steps_x, y[:, :, j].T, settings)
+            law_s = fit_shared_alpha_power_law(steps_x, y[:, :, j].T, settings)
             pred[:, j] = np.asarray(law_s.predict(float(p.steps))).reshape(-1)
         except ValueError:
             pred[:, j], step_law = y[:, -1, j], False

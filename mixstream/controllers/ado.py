@@ -33,10 +33,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..feedback import StepFeedback
-from .ado_fit import fit_power_law, power_law
-from .base import Controller, Observer, Requirements, StreamLike, WeightsLike
+from ..plan.weights import WeightsLike
+from .ado_fit import fit_free_alpha_power_law, free_alpha_power_law
+from .base import Controller, Observer, Requirements, StreamLike
 from .history import History
-from .simplex import as_vector, clip_min_probability, normalise
+from .simplex import as_vector, clip_min_probability, scale_to_unit_sum
 from .sizes import domain_sizes
 
 
@@ -45,7 +46,7 @@ def ado_policy(params: np.ndarray, n_seen: np.ndarray, prior: np.ndarray, histor
     """The instantaneous ADO distribution ``pi`` (pure; params rows are (a, e, alpha))."""
     irred = np.exp(params[:, 1])
     expnt = np.maximum(params[:, 2], 0.05)
-    curr = power_law(params, n_seen)
+    curr = free_alpha_power_law(params, n_seen)
     slope = expnt * (curr - irred) / n_seen
     h = history if credit == "h" else history * (1 - history)
     rho = slope * prior * np.power(np.maximum(h, 0.0), exponent)
@@ -125,7 +126,7 @@ class ADO(Controller):
             else:
                 raise ValueError(f"prior must be 'empirical', 'uniform' or weights, got {prior!r}")
         else:
-            mu = normalise(as_vector(prior, self.domains, "ADO prior"), "ADO prior")
+            mu = scale_to_unit_sum(as_vector(prior, self.domains, "ADO prior"), "ADO prior")
         self.prior = mu
         self.update_interval, self.start_step = int(update_interval), int(start_step)
         self.ignore_steps, self.window, self.subsample = int(ignore_steps), smoothing_window, subsample
@@ -185,7 +186,7 @@ class ADO(Controller):
             l_kt = np.asarray([self.val_losses[i] for i in keep], dtype=np.float64).T
         if n_kt.shape[1] < 3 or np.any(l_kt <= 0):
             return False
-        params = np.stack([fit_power_law(n_kt[k], l_kt[k], n_starts=self.n_starts)
+        params = np.stack([fit_free_alpha_power_law(n_kt[k], l_kt[k], n_starts=self.n_starts)
                            for k in range(self.K)])
         if not np.all(np.isfinite(params)):
             return False

@@ -29,7 +29,7 @@ def init_grid() -> np.ndarray:
     return np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
 
 
-def power_law(params: np.ndarray, n: np.ndarray | float) -> np.ndarray:
+def free_alpha_power_law(params: np.ndarray, n: np.ndarray | float) -> np.ndarray:
     """``exp(e) + exp(a) / n^alpha`` for params (a, e, alpha) (rows broadcast over ``n``)."""
     a, e, al = np.asarray(params, dtype=np.float64).T
     return np.exp(e) + np.exp(a) / np.power(n, al)
@@ -70,7 +70,7 @@ def objective_and_grad(theta: np.ndarray, log_n: np.ndarray, log_l: np.ndarray,
     return val, g
 
 
-def fit_power_law(n: np.ndarray, loss: np.ndarray, *, n_starts: int | None = 8,
+def fit_free_alpha_power_law(n: np.ndarray, loss: np.ndarray, *, n_starts: int | None = 8,
                   maxiter: int = 200, tol: float = 1e-5) -> np.ndarray:
     """Fit (a, e, alpha) to losses ``loss`` at sample counts ``n`` (both 1-D, positive)."""
     from scipy.optimize import minimize  # scipy is needed only for ADO
@@ -78,10 +78,10 @@ def fit_power_law(n: np.ndarray, loss: np.ndarray, *, n_starts: int | None = 8,
     n = np.asarray(n, dtype=np.float64)
     loss = np.asarray(loss, dtype=np.float64)
     if n.shape != loss.shape or n.ndim != 1 or n.size == 0:
-        raise ValueError(f"fit_power_law needs equal-length 1-D n and loss, got {n.shape}, "
+        raise ValueError(f"fit_free_alpha_power_law needs equal-length 1-D n and loss, got {n.shape}, "
                          f"{loss.shape}")
     if np.any(n <= 0) or np.any(loss <= 0):
-        raise ValueError("fit_power_law needs positive sample counts and positive losses")
+        raise ValueError("fit_free_alpha_power_law needs positive sample counts and positive losses")
     log_n, log_l = np.log(n), np.log(loss)
     grid = init_grid()
     if n_starts is not None and n_starts < len(grid):

@@ -30,12 +30,10 @@ import numpy as np
 import torch
 
 from ..feedback import StepFeedback, aggregate, all_reduce_sum, to_feedback
-from .simplex import as_vector, normalise, to_dict
+from .simplex import as_vector, scale_to_unit_sum, to_dict
 
 if TYPE_CHECKING:  # the concrete model-access object lives in mixstream.model
     from ..model.context import ModelContext
-
-WeightsLike = Mapping[str, float] | Sequence[float] | np.ndarray
 
 
 @runtime_checkable
@@ -129,7 +127,7 @@ class Controller:
         if self.K < 1:
             raise ValueError("the stream has no domains")
         self.step = 0
-        self._weights = normalise(as_vector(stream.weights, self.domains, "stream.weights"))
+        self._weights = scale_to_unit_sum(as_vector(stream.weights, self.domains, "stream.weights"))
         self.observer = observer
         self.validate = validate
         # names of the validation sets: one per training domain unless a controller takes
@@ -230,7 +228,7 @@ class Controller:
 
     # -------------------------------------------------------------- internals
     def _push(self, w: np.ndarray) -> dict[str, float] | None:
-        w = normalise(as_vector(w, self.domains, f"{type(self).__name__} weights"))
+        w = scale_to_unit_sum(as_vector(w, self.domains, f"{type(self).__name__} weights"))
         if np.array_equal(w, self._weights):
             return None
         self.last_from_sample = int(self.stream.set_weights(to_dict(w, self.domains)))

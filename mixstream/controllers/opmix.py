@@ -65,7 +65,7 @@ import torch
 from ..feedback import StepFeedback
 from .base import Controller, Observer, Requirements, StreamLike
 from .opmix_fit import fit_loglinear, propose_kl
-from .simplex import as_vector, normalise, to_dict
+from .simplex import as_vector, scale_to_unit_sum, to_dict
 
 Batches = Iterable[Mapping[str, Any]]
 
@@ -270,7 +270,7 @@ class OPMix(Controller):
             q = np.ones(len(keep)) if self.prior is None else self.prior[keep]
             e_mat = expand[keep]
         x = propose_kl(np.stack([law.t for law in laws]), e_mat, q, self.kl_reg, weights=ew)
-        w = normalise(np.maximum(expand @ x, 0))
+        w = scale_to_unit_sum(np.maximum(expand @ x, 0))
         self.decisions.append({
             "step": self.step, "recipe": "old_probe" if self.old_probe else "probes",
             "components": comps, "evals": evals, "x": x.tolist(),
@@ -309,7 +309,7 @@ class OPMix(Controller):
             else self.prior[keep]
         x = propose_kl(np.stack([law.t for law in laws]), expand[keep], q, self.kl_reg,
                        weights=ew)
-        w = normalise(np.maximum(expand @ x, 0))
+        w = scale_to_unit_sum(np.maximum(expand @ x, 0))
         self.decisions.append({
             "step": self.step, "recipe": "continual", "components": ["old", "new"],
             "new": list(new), "evals": evals, "x": x.tolist(), "weights": w.tolist(),

@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..feedback import StepFeedback
-from .base import Controller, Observer, Requirements, StreamLike, WeightsLike
-from .simplex import as_vector, normalise
+from ..plan.weights import WeightsLike
+from .base import Controller, Observer, Requirements, StreamLike
+from .simplex import as_vector, scale_to_unit_sum
 
 BY = ("step", "samples", "tokens")
 
@@ -61,7 +62,7 @@ class Schedule(Controller):
             raise ValueError(f"schedule points must be >= 0 and strictly increasing, got "
                              f"{pts.tolist()}")
         self.points = pts
-        self.mixtures = np.stack([normalise(as_vector(w, self.domains, f"stage {i} weights"),
+        self.mixtures = np.stack([scale_to_unit_sum(as_vector(w, self.domains, f"stage {i} weights"),
                                             f"stage {i} weights")
                                   for i, (_, w) in enumerate(stages)])
         self.by, self.interpolate, self.every = by, interpolate, int(every)

@@ -33,11 +33,15 @@ def as_vector(weights: Mapping[str, float] | Sequence[float] | np.ndarray,
     return v
 
 
-def normalise(v: np.ndarray, what: str = "weights") -> np.ndarray:
-    """Divide by the sum; raises ``ValueError`` if the sum is not positive and finite."""
+def scale_to_unit_sum(v: np.ndarray, what: str = "weights") -> np.ndarray:
+    """``v / sum(v)``; raises ``ValueError`` if the sum is not positive and finite.
+
+    Unlike :func:`mixstream.plan.weights.normalize_weights` (which validates user input against
+    domain names), this takes an already-validated vector in domain order.
+    """
     s = float(np.sum(v))
     if not np.isfinite(s) or s <= 0:
-        raise ValueError(f"{what}: cannot normalise {np.asarray(v).tolist()} (sum {s})")
+        raise ValueError(f"{what}: cannot scale {np.asarray(v).tolist()} to sum 1 (sum {s})")
     return np.asarray(v, dtype=np.float64) / s
 
 

@@ -8,8 +8,9 @@ from typing import ClassVar
 import numpy as np
 
 from ..feedback import StepFeedback
-from .base import Controller, Observer, Requirements, StreamLike, WeightsLike
-from .simplex import as_vector, normalise
+from ..plan.weights import WeightsLike
+from .base import Controller, Observer, Requirements, StreamLike
+from .simplex import as_vector, scale_to_unit_sum
 from .sizes import domain_sizes, proportional_weights, temperature_weights, unimax_weights
 
 
@@ -32,7 +33,7 @@ class StaticMixture(Controller):
         super().__init__(stream, observer=observer, validate=validate)
         self.rule = rule
         if weights is not None:
-            self._push(normalise(as_vector(weights, self.domains), "static weights"))
+            self._push(scale_to_unit_sum(as_vector(weights, self.domains), "static weights"))
 
     @classmethod
     def proportional(cls, stream: StreamLike, *, unit: str = "auto",

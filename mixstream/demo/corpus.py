@@ -69,7 +69,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     return tok
 
 
-def pack(tok: Any, texts: list[str], seq_len: int) -> np.ndarray:
+def tokenize_and_pack(tok: Any, texts: list[str], seq_len: int) -> np.ndarray:
     """Token rows ``[n, seq_len + 1]`` (uint16): documents joined by ``EOT``; tail dropped."""
     eot = tok.token_to_id(EOT)
     ids: list[int] = []
@@ -108,7 +108,7 @@ def build(workdir: str | Path, *, corpus: str | Path | None = None, vocab_size: 
     work = Path(workdir)
     dirs, val, tokens = {}, {}, {}
     for d, ts in texts.items():
-        rows = pack(tok, ts, seq_len)
+        rows = tokenize_and_pack(tok, ts, seq_len)
         if len(rows) < 2 * val_rows:
             raise ValueError(f"domain {d!r} has only {len(rows)} rows of {seq_len + 1} tokens; "
                              f"lower --val-rows or --seq-len")

@@ -171,7 +171,7 @@ def mean_ci(x: list[float]) -> tuple[float, float]:
     return m, T975.get(n - 1, 1.96) * sd / math.sqrt(n)
 
 
-def format_table(runs: list[RunResult]) -> str:
+def format_results(runs: list[RunResult]) -> str:
     """Per-domain validation loss of each run, plus mean and worst domain."""
     domains = list(runs[0].val)
     w = max(12, max(len(d) for d in domains) + 2)
@@ -240,7 +240,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> list[RunRes
     say("")
     say(f"per-domain validation loss (nats/token), mean of {cfg.seeds} seeds; "
         f"weight = {cfg.controller}'s final sampling weight:")
-    say(format_table([_mean_run(base), _mean_run(online)]))
+    say(format_results([_mean_run(base), _mean_run(online)]))
     say("")
     noise_w = sum(sum(v for d, v in r.final_weights.items() if d.startswith("noise"))
                   for r in online) / len(online)

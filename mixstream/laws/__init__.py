@@ -41,7 +41,7 @@ _EXPORTS = {
     "STEP_LAW": ".scaling",
     "PowerLaw": ".scaling",
     "PowerLawSettings": ".scaling",
-    "fit_power_law": ".scaling",
+    "fit_shared_alpha_power_law": ".scaling",
     "LawTable": ".table",
     "TableError": ".table",
     "format_table": ".table",
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from .mixture import DataMixingLaw, LawWarning, MixtureLawParams, check_mixtures  # noqa: F401
     from .nested import extrapolate_sizes, extrapolate_steps, prepare_table  # noqa: F401
     from .propose import halving_grid, project_capped_simplex, propose_mixture  # noqa: F401
-    from .scaling import SIZE_LAW, STEP_LAW, PowerLaw, PowerLawSettings, fit_power_law  # noqa: F401
+    from .scaling import SIZE_LAW, STEP_LAW, PowerLaw, PowerLawSettings, fit_shared_alpha_power_law  # noqa: F401
     from .table import LawTable, TableError, format_table, parse_table, read_table  # noqa: F401
     from .two_domain import TwoDomainLaw, fit_two_domain  # noqa: F401
 

@@ -34,7 +34,7 @@ from mixstream.laws.scaling import (
     STEP_LAW,
     TOKENS_PER_STEP,
     PowerLawSettings,
-    fit_power_law,
+    fit_shared_alpha_power_law,
 )
 from mixstream.laws.table import LawTable, TableError
 
@@ -72,7 +72,7 @@ def extrapolate_steps(table: LawTable, target_step: int, *,
             raise TableError(f"{table.source}: run {where} has {len(rows)} checkpoints in range; "
                              f"the step law needs >= {settings.valid_split + 3} (it holds out "
                              f"{settings.valid_split})")
-        fit = fit_power_law(steps * float(tokens_per_step), table.losses[rows], settings, seed)
+        fit = fit_shared_alpha_power_law(steps * float(tokens_per_step), table.losses[rows], settings, seed)
         mix.append(table.mixtures[rows[0]])
         loss.append(fit.predict(float(target_step) * tokens_per_step))
         sizes.append(size)
@@ -124,7 +124,7 @@ def extrapolate_sizes(table: LawTable, target_size: float, *,
     for j in range(restarts):
         if progress is not None:
             progress(f"size law: restart {j + 1}/{restarts} ({y.shape[1]} curves)")
-        f = fit_power_law(np.array(all_sizes), y, settings, seed + j)
+        f = fit_shared_alpha_power_law(np.array(all_sizes), y, settings, seed + j)
         fits.append(f)
         preds.append(f.predict(float(target_size)).reshape(len(keys), k))
     best = int(np.argmin([f.selection_loss for f in fits]))

@@ -31,7 +31,7 @@ from mixstream.laws.huber_lbfgs import fit_huber_lbfgs
 TOKENS_PER_STEP = 4096 * 256  # the authors' batch: 4096 sequences x 256 tokens
 
 
-def power_law(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def shared_alpha_power_law(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Batched shared-α law: ``params [S, 2C+1]``, ``x [N, C]`` -> ``[S, N, C]``."""
     c = (params.shape[1] - 1) // 2
     log_c, log_x0, alpha = params[:, :c], params[:, c:2 * c], params[:, 2 * c:]
@@ -91,7 +91,7 @@ def power_law_inits(y: np.ndarray, settings: PowerLawSettings, seed: int = 0) ->
     return np.array(rows)
 
 
-def fit_power_law(x: np.ndarray, y: np.ndarray, settings: PowerLawSettings,
+def fit_shared_alpha_power_law(x: np.ndarray, y: np.ndarray, settings: PowerLawSettings,
                   seed: int = 0) -> PowerLaw:
     """Fit shared-α power laws to curves ``y [N, C]`` at ``x [N]`` or ``[N, C]`` (increasing)."""
     y = np.asarray(y, dtype=np.float64)
@@ -111,7 +111,7 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, settings: PowerLawSettings,
         raise ValueError(f"{y.shape[0]} points leave {n_train} for fitting after holding out "
                          f"{settings.valid_split}; a power law needs >= 3: give more steps/sizes "
                          f"or lower valid_split")
-    res = fit_huber_lbfgs(power_law, x, y, power_law_inits(y, settings, seed),
+    res = fit_huber_lbfgs(shared_alpha_power_law, x, y, power_law_inits(y, settings, seed),
                           delta=settings.delta, max_step=settings.max_step,
                           valid_split=settings.valid_split)
     c = y.shape[1]

@@ -29,7 +29,7 @@ from torch import nn
 
 from mixstream.model import grads as _grads
 from mixstream.model import merge as _merge
-from mixstream.model.grads import Batch, DomainGrads, GradGram, LossFn
+from mixstream.model.grads import DomainGrads, GradGram, ModelInputs, PerSampleLossFn
 from mixstream.model.lora import LoRAAdapter, train_lora
 from mixstream.model.params import ParamSpec
 
@@ -37,7 +37,7 @@ from mixstream.model.params import ParamSpec
 class ModelContext:
     """Model access for controllers; see the module docstring."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, domains: Sequence[str]) -> None:
+    def __init__(self, model: nn.Module, loss_fn: PerSampleLossFn, domains: Sequence[str]) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -51,17 +51,17 @@ class ModelContext:
     def n_domains(self) -> int:
         return len(self.domains)
 
-    def domain_grads(self, batch: Batch, params: ParamSpec = None) -> DomainGrads:
+    def domain_grads(self, batch: ModelInputs, params: ParamSpec = None) -> DomainGrads:
         """Per-domain gradients ``[K, P]`` of the mean loss on ``params`` (default: all trainable)."""
         return _grads.domain_grads(self.model, self.loss_fn, batch, self.n_domains, params)
 
-    def grad_gram(self, batch: Batch, params: ParamSpec = None,
-                  reference: Batch | None = None) -> GradGram:
+    def grad_gram(self, batch: ModelInputs, params: ParamSpec = None,
+                  reference: ModelInputs | None = None) -> GradGram:
         """Gram matrix ``[K, K]`` of per-domain gradients (absent domains: zero rows, flagged)."""
         return _grads.grad_gram(self.model, self.loss_fn, batch, self.n_domains, params,
                                 reference)
 
-    def val_losses(self, batches: Iterable[Batch] | Mapping[str, Iterable[Batch]],
+    def val_losses(self, batches: Iterable[ModelInputs] | Mapping[str, Iterable[ModelInputs]],
                    model: nn.Module | None = None) -> dict[str, float]:
         """Mean per-sample loss per domain (NaN where no sample), in eval mode, no grad."""
         return _grads.val_losses(self.model if model is None else model, self.loss_fn, batches,

@@ -25,11 +25,14 @@ from torch import nn
 
 from mixstream.model.params import ParamSpec, requires_grad, select_params, training_mode
 
-Batch = Mapping[str, Any]
-LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+#: a batch as the trainer's ``loss_fn`` takes it (a MixStream batch: tensors by name, with
+#: ``batch["domain"]``)
+ModelInputs = Mapping[str, Any]
+#: ``loss_fn(model, batch) -> losses [B]``: one loss per sample (reduced over tokens only)
+PerSampleLossFn = Callable[[nn.Module, ModelInputs], torch.Tensor]
 
 
-def batch_domains(batch: Batch, n_domains: int) -> torch.Tensor:
+def batch_domains(batch: ModelInputs, n_domains: int) -> torch.Tensor:
     """The validated ``batch["domain"]`` (LongTensor ``[B]`` with values in ``[0, n_domains)``)."""
     if "domain" not in batch:
         raise ValueError("batch has no 'domain' entry; MixStream batches carry the domain index "
@@ -44,7 +47,7 @@ def batch_domains(batch: Batch, n_domains: int) -> torch.Tensor:
     return d.long()
 
 
-def per_sample_losses(model: nn.Module, loss_fn: LossFn, batch: Batch,
+def per_sample_losses(model: nn.Module, loss_fn: PerSampleLossFn, batch: ModelInputs,
                       domains: torch.Tensor) -> torch.Tensor:
     """``loss_fn(model, batch)``, checked to be one finite-shaped loss per sample."""
     losses = loss_fn(model, batch)
@@ -109,7 +112,7 @@ def _flat_grad(loss: torch.Tensor, params: list[nn.Parameter], retain: bool) -> 
     return torch.cat(flat)
 
 
-def domain_grads(model: nn.Module, loss_fn: LossFn, batch: Batch, n_domains: int,
+def domain_grads(model: nn.Module, loss_fn: PerSampleLossFn, batch: ModelInputs, n_domains: int,
                  params: ParamSpec = None) -> DomainGrads:
     """Per-domain mean-loss gradients on ``params`` (see the module docstring)."""
     chosen = select_params(model, params)
@@ -139,7 +142,7 @@ def _device(model: nn.Module, fallback: torch.Tensor) -> torch.device:
     return fallback.device if p is None else p.device
 
 
-def reference_grad(model: nn.Module, loss_fn: LossFn, batch: Batch,
+def reference_grad(model: nn.Module, loss_fn: PerSampleLossFn, batch: ModelInputs,
                    params: ParamSpec = None) -> tuple[torch.Tensor, float]:
     """Gradient of the mean loss over all samples of ``batch`` (e.g. a validation batch)."""
     tensors = [p for _, p in select_params(model, params)]
@@ -151,8 +154,8 @@ def reference_grad(model: nn.Module, loss_fn: LossFn, batch: Batch,
         return _flat_grad(loss, tensors, retain=False), float(loss.detach())
 
 
-def grad_gram(model: nn.Module, loss_fn: LossFn, batch: Batch, n_domains: int,
-              params: ParamSpec = None, reference: Batch | None = None) -> GradGram:
+def grad_gram(model: nn.Module, loss_fn: PerSampleLossFn, batch: ModelInputs, n_domains: int,
+              params: ParamSpec = None, reference: ModelInputs | None = None) -> GradGram:
     """``G Gᵀ`` of the per-domain gradients, optionally with products against a reference batch."""
     dg = domain_grads(model, loss_fn, batch, n_domains, params)
     gram = dg.grads @ dg.grads.T
@@ -163,7 +166,7 @@ def grad_gram(model: nn.Module, loss_fn: LossFn, batch: Batch, n_domains: int,
     return out
 
 
-def val_losses(model: nn.Module, loss_fn: LossFn, batches: Iterable[Batch] | Mapping[str, Iterable[Batch]],
+def val_losses(model: nn.Module, loss_fn: PerSampleLossFn, batches: Iterable[ModelInputs] | Mapping[str, Iterable[ModelInputs]],
                domains: list[str]) -> dict[str, float]:
     """Sample-weighted mean loss per domain, in eval mode under ``torch.no_grad``.
 
@@ -174,7 +177,7 @@ def val_losses(model: nn.Module, loss_fn: LossFn, batches: Iterable[Batch] | Map
     k = len(domains)
     total = torch.zeros(k, dtype=torch.float64)
     count = torch.zeros(k, dtype=torch.float64)
-    streams: list[tuple[int | None, Iterable[Batch]]]
+    streams: list[tuple[int | None, Iterable[ModelInputs]]]
     if isinstance(batches, Mapping):
         unknown = [d for d in batches if d not in domains]
         if unknown:
