@@ -22,6 +22,7 @@ The model-aware channels: gradient statistics (:class:`GradRequest`,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -34,6 +35,10 @@ from .simplex import as_vector, scale_to_unit_sum, to_dict
 
 if TYPE_CHECKING:  # the concrete model-access object lives in mixstream.model
     from ..model.context import ModelContext
+
+#: every controller reports here: each weight decision and validation result at DEBUG (a
+#: trainer sees why the mixture moved with ``logging.getLogger("mixstream").setLevel(DEBUG)``)
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -209,6 +214,8 @@ class Controller:
         if vec.shape != (len(names),) or not np.all(np.isfinite(vec)):
             raise ValueError(f"validation losses must be {len(names)} finite values for "
                              f"{names}, got {np.asarray(vec).tolist()}")
+        logger.debug("%s step %d: validation losses %s", type(self).__name__, self.step,
+                     _fmt(to_dict(vec, names)))
         if self.observer is not None:
             self.observer.on_validation(self.step, to_dict(vec, names))
         new = self.update_validation(vec)
@@ -230,10 +237,13 @@ class Controller:
     def _push(self, w: np.ndarray) -> dict[str, float] | None:
         w = scale_to_unit_sum(as_vector(w, self.domains, f"{type(self).__name__} weights"))
         if np.array_equal(w, self._weights):
+            logger.debug("%s step %d: weights unchanged", type(self).__name__, self.step)
             return None
         self.last_from_sample = int(self.stream.set_weights(to_dict(w, self.domains)))
         self._weights = w
         out = to_dict(w, self.domains)
+        logger.debug("%s step %d: sampling weights %s from sample %d", type(self).__name__,
+                     self.step, _fmt(out), self.last_from_sample)
         if self.observer is not None:
             self.observer.on_weights(self.step, self.last_from_sample, out)
         return out
@@ -298,3 +308,8 @@ class Controller:
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         pass
+
+
+def _fmt(values: Mapping[str, float]) -> str:
+    """``{"web": 0.5, "code": 0.5}`` -> ``web=0.5 code=0.5`` (compact log lines)."""
+    return " ".join(f"{k}={v:.4g}" for k, v in values.items())

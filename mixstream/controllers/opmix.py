@@ -55,6 +55,7 @@ documented in :mod:`.opmix_fit`; see ``docs/methods/opmix.md``.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -68,6 +69,7 @@ from .opmix_fit import fit_loglinear, propose_kl
 from .simplex import as_vector, scale_to_unit_sum, to_dict
 
 Batches = Iterable[Mapping[str, Any]]
+logger = logging.getLogger(__name__)
 
 
 def _set_losses(ctx: Any, val: Mapping[str, Iterable[Any]], model: Any) -> dict[str, float]:
@@ -271,6 +273,9 @@ class OPMix(Controller):
             e_mat = expand[keep]
         x = propose_kl(np.stack([law.t for law in laws]), e_mat, q, self.kl_reg, weights=ew)
         w = scale_to_unit_sum(np.maximum(expand @ x, 0))
+        logger.info("OP-Mix step %d: %d probes (%s), %d proxy mixtures evaluated on %s; "
+                    "proposed %s", self.step, len(adapters), ", ".join(probes), len(xs),
+                    ", ".join(evals), dict(zip(self.domains, np.round(w, 4).tolist())))
         self.decisions.append({
             "step": self.step, "recipe": "old_probe" if self.old_probe else "probes",
             "components": comps, "evals": evals, "x": x.tolist(),
@@ -310,6 +315,9 @@ class OPMix(Controller):
         x = propose_kl(np.stack([law.t for law in laws]), expand[keep], q, self.kl_reg,
                        weights=ew)
         w = scale_to_unit_sum(np.maximum(expand @ x, 0))
+        logger.info("OP-Mix step %d: continual recipe for new domain(s) %s, new-data share %.3g; "
+                    "proposed %s", self.step, ", ".join(new), float(x[1]),
+                    dict(zip(self.domains, np.round(w, 4).tolist())))
         self.decisions.append({
             "step": self.step, "recipe": "continual", "components": ["old", "new"],
             "new": list(new), "evals": evals, "x": x.tolist(), "weights": w.tolist(),
