@@ -17,18 +17,21 @@ _EXPORTS = {
     "LateWeightChangeError": "mixstream.plan.mixture",
     "Ragged": "mixstream.sources.base",
     "Source": "mixstream.sources.base",
-    "SourceError": "mixstream.sources.base",
+    "SourceError": "mixstream.errors",
+    "MixstreamError": "mixstream.errors",
+    "RemoteError": "mixstream.errors",
     "write_shards": "mixstream.shards.writer",
     "RemoteConfig": "mixstream.remote.config",
 }
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .errors import MixstreamError, RemoteError, SourceError  # noqa: F401
     from .loader import MixLoader  # noqa: F401
     from .plan.mixture import LateWeightChangeError  # noqa: F401
     from .remote.config import RemoteConfig  # noqa: F401
     from .shards.writer import write_shards  # noqa: F401
-    from .sources.base import Ragged, Source, SourceError  # noqa: F401
+    from .sources.base import Ragged, Source  # noqa: F401
     from .stream import MixStream  # noqa: F401
 
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from mixstream.cli.shard import main
 from mixstream.shards.convert import ConvertOptions, convert
 from mixstream.shards.errors import InputError, RecordError, ShardError
-from mixstream.shards.manifest import load_manifest
 from mixstream.shards.verify import verify_domain
+from mixstream.sources.native.manifest import load_manifest
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
           "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"

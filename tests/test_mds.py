@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from mixstream.sources.base import ColumnSpec, Ragged, SourceError, concat_blocks
 from mixstream.sources.mds import MDSSource
-from mixstream.sources.mds_encodings import NDARRAY_DTYPES, gather_bytes, parse_encoding
+from mixstream.sources.mds.encodings import NDARRAY_DTYPES, gather_bytes, parse_encoding
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mds"
 DATASETS = ["tokens_raw", "tokens_zstd", "ragged", "misc", "packed", "splits/train", "splits/val"]
@@ -423,8 +423,8 @@ def encode_value(enc: str, v: Any) -> bytes:
 def write_mds(root: Path, columns: dict[str, str], samples: list[dict], size_limit: int | None = None,
               compression: str | None = None, hashes: tuple[str, ...] = ()) -> None:  # fmt: skip
     """A minimal MDSWriter: same shard split, header, records and index.json."""
-    from mixstream.sources.mds import file_hash
-    from mixstream.sources.mds_encodings import parse_encoding
+    from mixstream.sources.mds.encodings import parse_encoding
+    from mixstream.sources.mds.reader import file_hash
 
     names = sorted(columns)
     encs = [columns[n] for n in names]

@@ -13,9 +13,9 @@ import pytest
 
 from mixstream.cli.shard import main
 from mixstream.shards.index import index_directory
-from mixstream.shards.manifest import load_manifest
 from mixstream.shards.progress import Progress
 from mixstream.sources.native import NativeSource
+from mixstream.sources.native.manifest import load_manifest
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "corpus_sample")
 

@@ -15,9 +15,9 @@ import pytest
 from mixstream.shards import convert as convert_mod
 from mixstream.shards.convert import ConvertOptions, convert
 from mixstream.shards.errors import InputError, RecordError, ShardError
-from mixstream.shards.manifest import load_manifest
 from mixstream.shards.tokenize import encode, load_tokenizer
 from mixstream.shards.verify import verify_domain
+from mixstream.sources.native.manifest import load_manifest
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "corpus_sample")
 DOMAINS = ("code_c", "code_go", "code_python", "dictionary", "literature", "manpages",

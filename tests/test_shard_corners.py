@@ -26,7 +26,7 @@ def run(tmp_path, path, out="out", **kw):
 
 
 def texts(tmp_path) -> list[str]:
-    from mixstream.shards.manifest import load_manifest
+    from mixstream.sources.native.manifest import load_manifest
 
     d = tmp_path / "out" / "d"
     m = load_manifest(str(d))

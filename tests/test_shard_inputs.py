@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixstream.shards.errors import InputError, RecordError
-from mixstream.shards.inputs import Piece, classify, plan_units, resolve
+from mixstream.shards.inputs import InputPiece, classify, plan_units, resolve
 from mixstream.shards.jsonl import iter_line_chunks, line_base, parse_chunk
 from mixstream.shards.validate import BadRecords
 
@@ -67,7 +67,7 @@ def _pieces(path, size, chunk):
     from mixstream.shards.inputs import InputFile
 
     f = InputFile(str(path), "jsonl", None, size, 0)
-    return [Piece(f, s, min(s + chunk, size)) for s in range(0, size, chunk)] or [Piece(f)]
+    return [InputPiece(f, s, min(s + chunk, size)) for s in range(0, size, chunk)] or [InputPiece(f)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -104,7 +104,7 @@ def test_long_line_and_gzip(tmp_path):
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
     from mixstream.shards.inputs import InputFile
 
-    piece = Piece(InputFile(str(path), "jsonl", "gzip", path.stat().st_size, 0))
+    piece = InputPiece(InputFile(str(path), "jsonl", "gzip", path.stat().st_size, 0))
     chunks = list(iter_line_chunks(piece, read_bytes=4096))
     bad = BadRecords()
     texts = [t for c in chunks

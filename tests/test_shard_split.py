@@ -13,9 +13,9 @@ import torch
 from mixstream.cli.shard import main
 from mixstream.shards.convert import ConvertOptions, convert
 from mixstream.shards.errors import ShardError
-from mixstream.shards.manifest import load_manifest
 from mixstream.shards.split import split_dirs
 from mixstream.shards.verify import verify_domain
+from mixstream.sources.native.manifest import load_manifest
 
 WORDS = "red green blue cyan magenta yellow black white orange purple".split()
 

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from mixstream.shards.errors import ShardError
-from mixstream.shards.manifest import load_manifest
 from mixstream.shards.writer import write_shards
 from mixstream.sources.arrow import block_from_arrow
 from mixstream.sources.base import ColumnSpec, Ragged
+from mixstream.sources.native.manifest import load_manifest
 
 
 def _files(d: str) -> dict[str, str]:

@@ -22,8 +22,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..errors import MixstreamError
 from ..shards.errors import ShardError
-from ..sources.base import SourceError
 
 EXIT_BAD_INPUT = 2
 EXIT_MISMATCH = 1
@@ -197,8 +197,8 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_inspect(a: argparse.Namespace) -> int:
-    from ..shards.manifest import load_manifest
     from ..shards.verify import domain_dirs, summary
+    from ..sources.native.manifest import load_manifest
 
     manifests = [load_manifest(d) for d in domain_dirs(a.dirs)]
     if a.json:
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(args.func(args))
-    except (ShardError, SourceError) as e:
+    except MixstreamError as e:  # ShardError, SourceError: worded for the user
         print(f"mixstream-shard: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

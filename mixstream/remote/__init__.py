@@ -7,9 +7,9 @@ evicted least-recently-used under a size limit. Transient errors are retried wit
 (:mod:`.retry`); large Parquet files are read by row-group range requests (:mod:`.parquet`).
 """
 
+from ..errors import RemoteError
 from .config import RemoteConfig, default_cache_dir
 from .fs import is_url
-from .retry import RemoteError
 from .store import get_store
 
 __all__ = ["RemoteConfig", "RemoteError", "default_cache_dir", "get_store", "is_url"]

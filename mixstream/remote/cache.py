@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .retry import DownloadCorrupt
+from ..errors import DownloadCorrupt
 
 try:
     import fcntl

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..sources.base import SourceError
+from ..errors import SourceError
 from .config import RemoteConfig
 from .store import Request, get_store
 

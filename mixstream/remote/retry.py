@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..sources.base import SourceError
+from ..errors import DownloadCorrupt, MixstreamError, RemoteError
 
 T = TypeVar("T")
 
@@ -31,12 +31,7 @@ TRANSIENT_NAMES = {
 }  # fmt: skip
 
 
-class RemoteError(SourceError):
-    """A remote read failed for good (after retries, or for a non-transient reason)."""
-
-
-class DownloadCorrupt(OSError):
-    """A download's size or checksum differs from the manifest (truncated body, bad proxy ...)."""
+__all__ = ["DownloadCorrupt", "RemoteError", "describe", "is_transient", "with_retries"]
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -80,16 +75,18 @@ def with_retries(fn: Callable[[], T], url: str, *, attempts: int, backoff: float
                  sleep: Callable[[float], None] = time.sleep) -> T:
     """``fn()``, retried on transient errors; then :class:`RemoteError` naming ``url``.
 
-    ``FileNotFoundError`` (callers word it), ``ImportError`` (a missing backend) and
-    :class:`SourceError` propagate at once; other non-transient errors (no permission, no
+    ``FileNotFoundError`` (callers word it), ``ImportError`` (a missing backend) and our own
+    errors (a :class:`~mixstream.errors.SourceError`, a nested :class:`RemoteError`) propagate
+    at once; other non-transient errors (no permission, no
     credentials, 4xx) become a :class:`RemoteError` at once.
     """
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as exc:
-            if isinstance(exc, (FileNotFoundError, ImportError, SourceError)):
-                raise
+            if isinstance(exc, (FileNotFoundError, ImportError)) or (
+                    isinstance(exc, MixstreamError) and not isinstance(exc, DownloadCorrupt)):
+                raise  # already worded (a SourceError, a nested RemoteError)
             if not is_transient(exc):
                 raise RemoteError(
                     f"{url}: {what} failed ({describe(exc)}); not a transient error, so not "

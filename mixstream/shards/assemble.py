@@ -13,9 +13,9 @@ import numpy as np
 
 from ..sources.arrow import schema_from_arrow
 from ..sources.base import ColumnSpec
+from ..sources.native.manifest import Manifest, ShardInfo
 from .errors import ShardError
 from .inputs import WorkUnit
-from .manifest import Manifest, ShardInfo
 from .pack import pack, packed_table
 from .tokenize import TokenizerInfo
 from .unit import ConvertSettings, DomainPart

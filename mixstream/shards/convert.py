@@ -29,12 +29,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..sources.native.manifest import Manifest, save_manifest
 from .assemble import assemble_domain
 from .chat import ChatTemplate, load_chat_template
 from .errors import InputError, ShardError
 from .inputs import InputFile, WorkUnit, plan_units, resolve
 from .instruct import DOCUMENT_IDS, LOSS_MASK
-from .manifest import Manifest, save_manifest
 from .pool import run_units
 from .progress import Progress
 from .readers import ReadOptions

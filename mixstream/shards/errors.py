@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import MixstreamError
 
-class ShardError(ValueError):
+
+class ShardError(MixstreamError, ValueError):
     """Bad data or options for the shard writer; the message says what to change."""
 
 

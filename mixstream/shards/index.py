@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..sources.arrow import schema_from_arrow
+from ..sources.native.manifest import Manifest, ShardInfo, save_manifest
 from .errors import InputError, ShardError
-from .manifest import Manifest, ShardInfo, save_manifest
 from .shardfile import count_tokens, sha256_file
 from .validate import DOMAIN_NAME
 from .writer import domain_stats

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pyarrow.parquet as pq
 
 from .errors import InputError
+from .hf import load_hf_dataset
 
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
@@ -34,7 +35,7 @@ class InputFile:
 
 
 @dataclass(frozen=True)
-class Piece:
+class InputPiece:
     """Part of one input: bytes ``[start, stop)`` (jsonl), row groups or rows (parquet, hf)."""
 
     file: InputFile
@@ -56,7 +57,7 @@ class WorkUnit:
     index: int
     group: int  # index of the input group (one per --domain, or the only one)
     domain: str | None  # None: taken from each record's domain field
-    pieces: tuple[Piece, ...]
+    pieces: tuple[InputPiece, ...]
 
 
 def classify(path: str) -> tuple[str, str | None] | None:
@@ -147,17 +148,15 @@ def resolve(spec: str, ignored: list[str] | None = None) -> list[InputFile]:
 
 
 def _hf_rows(path: str) -> int:
-    from .readers import load_hf_dataset
-
     return len(load_hf_dataset(path))
 
 
-def split_file(f: InputFile, chunk_bytes: int) -> list[Piece]:
+def split_file(f: InputFile, chunk_bytes: int) -> list[InputPiece]:
     """Pieces of one file of about ``chunk_bytes`` each (deterministic)."""
     if f.size <= chunk_bytes:
-        return [Piece(f)]
+        return [InputPiece(f)]
     if f.kind == "jsonl" and f.compression is None:
-        return [Piece(f, s, min(s + chunk_bytes, f.size), min(chunk_bytes, f.size - s))
+        return [InputPiece(f, s, min(s + chunk_bytes, f.size), min(chunk_bytes, f.size - s))
                 for s in range(0, f.size, chunk_bytes)]
     if f.kind == "parquet":
         try:
@@ -175,18 +174,18 @@ def split_file(f: InputFile, chunk_bytes: int) -> list[Piece]:
         if first < meta.num_row_groups or not ranges:
             ranges.append((first, meta.num_row_groups))
         if len(ranges) == 1:
-            return [Piece(f)]
+            return [InputPiece(f)]
         counts = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         total = max(sum(counts), 1)
-        return [Piece(f, a, b, f.size * sum(counts[a:b]) // total) for a, b in ranges]
+        return [InputPiece(f, a, b, f.size * sum(counts[a:b]) // total) for a, b in ranges]
     if f.kind == "hf":
         rows = _hf_rows(f.path)
         per = max(1, rows * chunk_bytes // max(f.size, 1))
         if per >= rows:
-            return [Piece(f)]
-        return [Piece(f, s, min(s + per, rows), f.size * (min(s + per, rows) - s) // rows)
+            return [InputPiece(f)]
+        return [InputPiece(f, s, min(s + per, rows), f.size * (min(s + per, rows) - s) // rows)
                 for s in range(0, rows, per)]
-    return [Piece(f)]
+    return [InputPiece(f)]
 
 
 def plan_units(groups: list[tuple[str | None, list[InputFile]]],
@@ -196,7 +195,7 @@ def plan_units(groups: list[tuple[str | None, list[InputFile]]],
         raise InputError("--chunk-mb", f"must be positive, got {chunk_bytes} bytes")
     units: list[WorkUnit] = []
     for g, (domain, files) in enumerate(groups):
-        batch: list[Piece] = []
+        batch: list[InputPiece] = []
         acc = 0
         for f in files:
             for piece in split_file(f, chunk_bytes):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 
 from .errors import SKIP_HINT, InputError, RecordError
-from .inputs import Piece
+from .inputs import InputPiece
 from .validate import BadRecords, Locate
 
 GROUP_LINES = 256
@@ -31,7 +31,7 @@ class LineChunk:
     input_bytes: int
 
 
-def _open(piece: Piece) -> pa.NativeFile:
+def _open(piece: InputPiece) -> pa.NativeFile:
     f = piece.file
     if f.compression is None:
         return pa.OSFile(f.path, "rb")  # seekable, for byte-range pieces
@@ -57,7 +57,7 @@ def _first_line_start(stream: pa.NativeFile, start: int, read_bytes: int) -> int
         pos += len(block)
 
 
-def iter_line_chunks(piece: Piece, read_bytes: int) -> Iterator[LineChunk]:
+def iter_line_chunks(piece: InputPiece, read_bytes: int) -> Iterator[LineChunk]:
     """Chunks of complete lines whose first byte lies in ``[piece.start, piece.stop)``."""
     stop = piece.stop
     with _open(piece) as stream:
@@ -86,7 +86,7 @@ def iter_line_chunks(piece: Piece, read_bytes: int) -> Iterator[LineChunk]:
             pos += end
 
 
-def line_base(piece: Piece, read_bytes: int = 1 << 24) -> int:
+def line_base(piece: InputPiece, read_bytes: int = 1 << 24) -> int:
     """Number of lines in the file before ``piece`` (only needed for error messages)."""
     if not piece.start:
         return 0

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..sources.native.manifest import ShardInfo
 from .errors import ShardError
-from .manifest import ShardInfo
 
 MISSING = ("--format mds needs mosaicml-streaming, which is not installed; install it with "
            "`pip install mosaicml-streaming` (it pins transformers<5, numpy<2.2, torchvision: "

@@ -8,7 +8,6 @@ and how many bytes of the input file on disk it covered (for progress).
 from __future__ import annotations
 
 import io
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from .errors import SKIP_HINT, InputError, RecordError
-from .inputs import InputFile, Piece
+from .hf import load_hf_dataset, load_local
+from .inputs import InputFile, InputPiece
 from .jsonl import iter_line_chunks, line_base, parse_chunk
 from .validate import BadRecords, Locate
 
@@ -40,26 +40,7 @@ class Chunk:
     disk_bytes: int  # bytes of the input file this chunk accounts for
 
 
-def _datasets() -> Any:
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import datasets
-
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    return datasets
-
-
-def load_hf_dataset(path: str) -> Any:
-    """A ``datasets.Dataset`` saved with ``save_to_disk`` (memory-mapped, not copied)."""
-    try:
-        return _datasets().load_from_disk(path)
-    except Exception as e:  # noqa: BLE001 - datasets raises many types for broken folders
-        raise InputError(path, f"not a readable save_to_disk folder ({e})",
-                         "re-save it with Dataset.save_to_disk") from e
-
-
-def read_piece(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+def read_piece(piece: InputPiece, schema: pa.Schema | None, opts: ReadOptions,
                bad: BadRecords) -> Iterator[Chunk]:
     """Tables of ``piece``'s records; JSON Lines get ``schema`` as explicit field types."""
     kind = piece.file.kind
@@ -76,7 +57,7 @@ def _is_json_array(f: InputFile) -> bool:
     return head.startswith(b"[")
 
 
-def _read_jsonl(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+def _read_jsonl(piece: InputPiece, schema: pa.Schema | None, opts: ReadOptions,
                 bad: BadRecords) -> Iterator[Chunk]:
     path = piece.file.path
     base: list[int] = []
@@ -112,7 +93,7 @@ def _uncompressed_estimate(f: InputFile) -> int:
     return f.size
 
 
-def _read_parquet(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+def _read_parquet(piece: InputPiece, schema: pa.Schema | None, opts: ReadOptions,
                   bad: BadRecords) -> Iterator[Chunk]:
     path = piece.file.path
     try:
@@ -143,7 +124,7 @@ def _read_parquet(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
                              "the file is damaged; re-create it") from e
 
 
-def _read_csv(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+def _read_csv(piece: InputPiece, schema: pa.Schema | None, opts: ReadOptions,
               bad: BadRecords) -> Iterator[Chunk]:
     path = piece.file.path
     problems: list[RecordError] = []
@@ -189,14 +170,13 @@ def _read_csv(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
         raw.close()
 
 
-def _read_txt(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+def _read_txt(piece: InputPiece, schema: pa.Schema | None, opts: ReadOptions,
               bad: BadRecords) -> Iterator[Chunk]:
     path = piece.file.path
     if opts.sample_by not in SAMPLE_BY:
         raise InputError("--txt-sample-by", f"unknown mode {opts.sample_by!r}",
                          f"use one of {SAMPLE_BY}")
-    ds = _datasets().load_dataset("text", data_files=[path], sample_by=opts.sample_by,
-                                  streaming=True, split="train").with_format("arrow")
+    ds = load_local("text", path, sample_by=opts.sample_by)
     rows = 0
     tables = iter(ds.iter(batch_size=4096))
     while True:
@@ -218,7 +198,7 @@ def _read_txt(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
         yield Chunk(table, locate, 0)
 
 
-def _txt_records(piece: Piece, sample_by: str) -> Iterator[tuple[str, int]]:
+def _txt_records(piece: InputPiece, sample_by: str) -> Iterator[tuple[str, int]]:
     """``(record, first line)`` of a text file as ``datasets``' text builder splits it
     (universal newlines; lines without their break; paragraphs split at blank lines, empty
     ones dropped), with invalid bytes kept as surrogate escapes so they can be found."""
@@ -239,7 +219,7 @@ def _txt_records(piece: Piece, sample_by: str) -> Iterator[tuple[str, int]]:
         line += part.count("\n") + 2
 
 
-def _read_txt_checked(piece: Piece, opts: ReadOptions, bad: BadRecords,
+def _read_txt_checked(piece: InputPiece, opts: ReadOptions, bad: BadRecords,
                       skip: int) -> Iterator[Chunk]:
     """The text file's records after the first ``skip``; a record with bytes that are not
     UTF-8 is a bad record naming its line (raised, or counted with --skip-bad)."""
@@ -275,11 +255,10 @@ def _position(e: Exception, path: str, compression: str | None) -> str:
     return f"{path}:{lines}"
 
 
-def _read_json_array(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+def _read_json_array(piece: InputPiece, schema: pa.Schema | None, opts: ReadOptions,
                      bad: BadRecords) -> Iterator[Chunk]:
     path = piece.file.path
-    ds = _datasets().load_dataset("json", data_files=[path], streaming=True,
-                                  split="train").with_format("arrow")
+    ds = load_local("json", path)
     rows = 0
     try:
         for table in ds.iter(batch_size=4096):
@@ -297,7 +276,7 @@ def _read_json_array(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
                          "not records inside one JSON array)") from e
 
 
-def _read_hf(piece: Piece, schema: pa.Schema | None, opts: ReadOptions,
+def _read_hf(piece: InputPiece, schema: pa.Schema | None, opts: ReadOptions,
              bad: BadRecords) -> Iterator[Chunk]:
     path = piece.file.path
     ds = load_hf_dataset(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from .errors import InputError
-from .inputs import InputFile, Piece
+from .inputs import InputFile, InputPiece
 from .readers import ReadOptions, read_piece
 from .validate import BadRecords
 
@@ -18,7 +18,7 @@ SAMPLE_BYTES = 4 << 20
 
 def _sample(f: InputFile, opts: ReadOptions, tolerant: BadRecords) -> pa.Schema | None:
     opts = ReadOptions(min(opts.read_bytes, SAMPLE_BYTES), opts.sample_by, opts.text_field)
-    piece = Piece(f, 0, None if f.kind != "jsonl" or f.compression else min(f.size, SAMPLE_BYTES))
+    piece = InputPiece(f, 0, None if f.kind != "jsonl" or f.compression else min(f.size, SAMPLE_BYTES))
     if f.kind == "parquet":
         import pyarrow.parquet as pq
 

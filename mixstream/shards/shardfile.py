@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..sources.native.manifest import SHARD_FORMATS, ShardInfo
 from .errors import ShardError
-from .manifest import SHARD_FORMATS, ShardInfo
 
 PARQUET_CODECS = ("none", "snappy", "gzip", "brotli", "zstd", "lz4")
 ARROW_CODECS = ("none", "zstd", "lz4")

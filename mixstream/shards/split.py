@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .manifest import manifest_path
+from ..sources.native.manifest import manifest_path
 
 VAL_DIR = "val"
 _RANGE = 1 << 64

@@ -8,10 +8,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import SourceError
 from ..sources.arrow import schema_from_arrow
-from ..sources.base import SourceError
 from ..sources.integrity import confine, validate_arrow
-from .manifest import Manifest, ShardInfo, load_manifest, manifest_path
+from ..sources.native.manifest import Manifest, ShardInfo, load_manifest, manifest_path
 from .shardfile import count_tokens, sha256_file
 
 

@@ -18,8 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..sources.arrow import schema_from_arrow
-from .errors import ShardError
-from .manifest import (
+from ..sources.native.manifest import (
     MANIFEST_NAME,
     Manifest,
     ShardInfo,
@@ -27,6 +26,7 @@ from .manifest import (
     manifest_path,
     save_manifest,
 )
+from .errors import ShardError
 from .shardfile import EXTENSIONS, ShardFile, check_format, count_tokens
 from .tables import DataLike, conform, iter_batches
 

@@ -15,14 +15,16 @@ A block is returned as a dict of columns. A column is one of:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
 
+from ..errors import SourceError
 
-class SourceError(ValueError):
-    """Bad input in a source: names the file, the domain and the fix."""
+__all__ = ["Block", "Column", "ColumnSpec", "Ragged", "Schema", "Source", "SourceError",
+           "block_len", "concat_blocks", "schema_of", "slice_block", "take", "take_column"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,13 @@ Schema = dict[str, ColumnSpec]
 
 
 class Source(ABC):
-    """One readable collection of blocks. Subclasses must be picklable (DataLoader workers)."""
+    """One readable collection of blocks. Subclasses must be picklable (DataLoader workers).
+
+    Required: :attr:`uri`, :attr:`block_sizes`, :attr:`schema`, :meth:`read_block`. Optional
+    capabilities have working defaults here, so callers call them on any source without
+    checking: :meth:`prefetch` (a no-op), :meth:`tokens_per_sample` (unknown),
+    :meth:`stats` (samples, and tokens where :meth:`tokens_per_sample` knows them) and
+    :meth:`fingerprint_parts` (class and schema)."""
 
     #: where the data lives, used in every error message
     uri: str
@@ -94,6 +102,19 @@ class Source(ABC):
     def tokens_per_sample(self) -> float | None:
         """Average token count per sample when known (manifests), else None."""
         return None
+
+    def prefetch(self, blocks: Sequence[int]) -> None:  # noqa: B027 - optional, no-op default
+        """Hint: these blocks are read soon. Remote sources start fetching them in the
+        background (bounded concurrency); a local source may check files ahead; the default
+        does nothing."""
+
+    def stats(self) -> dict[str, int | None]:
+        """Samples, tokens, bytes and documents, each None where unknown (a manifest knows
+        them all; the default knows samples, and tokens from :meth:`tokens_per_sample`)."""
+        per = self.tokens_per_sample()
+        return {"samples": self.num_samples,
+                "tokens": None if per is None else round(per * self.num_samples),
+                "bytes": None, "documents": None}
 
     def fingerprint_parts(self) -> dict[str, Any]:
         """JSON-able identity of the data, for :meth:`Domain.fingerprint`: what a copy of the

@@ -8,9 +8,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..errors import SourceError
 from .arrow import block_from_arrow, schema_from_arrow
-from .base import Block, Schema, Source, SourceError
+from .base import Block, Schema, Source
 from .integrity import validate_arrow
+from .location import Format, Location
+
+MARKERS = ("dataset_info.json", "state.json")  # what save_to_disk writes beside the Arrow files
 
 
 class HFSource(Source):
@@ -77,3 +81,29 @@ class HFSource(Source):
         return {"kind": "hf", "rows": len(self.dataset), "block_rows": self.block_rows,
                 "features": str(self.dataset.features), "files": files,
                 "datasets_fingerprint": getattr(self.dataset, "_fingerprint", None)}
+
+
+def from_object(obj: Any) -> Source | None:
+    """An :class:`HFSource` for an in-memory ``datasets.Dataset``/``DatasetDict``, else None."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a core dependency
+        return None
+    if isinstance(obj, (datasets.Dataset, datasets.DatasetDict)):
+        return HFSource(obj)
+    return None
+
+
+def _detect(loc: Location) -> bool:
+    return any(loc.has(m) for m in MARKERS)
+
+
+def _open(loc: Location) -> Source:
+    if loc.is_url:
+        raise SourceError(f"{loc.path}: a datasets save_to_disk folder at a URL is not read "
+                          f"remotely; convert it with `mixstream-shard convert` and upload the "
+                          f"shard directory, or copy it to local disk")
+    return HFSource(loc.path)
+
+
+FORMAT = Format("hf", _detect, _open, "datasets save_to_disk folders")

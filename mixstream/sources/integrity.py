@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .base import SourceError
+from ..errors import SourceError
 
 CHUNK = 1 << 22  # 4 MiB reads while hashing
 PARALLEL = max(1, min(4, os.cpu_count() or 1))  # threads hashing a window's new shards

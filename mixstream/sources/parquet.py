@@ -17,15 +17,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import MixstreamError, SourceError
 from ..remote.config import RemoteConfig
 from ..remote.fs import is_url, local_path
 from ..remote.parquet import RemoteParquetFile
 from ..remote.store import get_store
 from .arrow import block_from_arrow, schema_from_arrow
-from .base import Block, Schema, Source, SourceError
+from .base import Block, Schema, Source
 from .integrity import validate_arrow
+from .location import GLOB_CHARS, Format, Location
 
-GLOB_CHARS = "*?["
 MAX_OPEN = 8
 
 
@@ -212,8 +213,8 @@ class ParquetSource(Source):
             table = self._handle(f).read_row_group(j, columns=self.columns)
             validate_arrow(table)
             return block_from_arrow(table, self._arrow_schema.names)
-        except SourceError:
-            raise
+        except MixstreamError:
+            raise  # worded already (a bad footer, a failed download)
         except FileNotFoundError as e:
             raise SourceError(f"{path}: file is gone ({e}); restore it") from e
         except (OSError, pa.ArrowException, ValueError) as e:
@@ -261,3 +262,17 @@ def footer_bytes(meta: pq.FileMetaData) -> bytes:
         import json
 
         return json.dumps(meta.to_dict(), sort_keys=True, default=str).encode()
+
+
+def _detect(loc: Location) -> bool:
+    # last in the registry: a glob, a .parquet file, or any directory nothing else claimed
+    return loc.is_glob or loc.suffix == ".parquet" or loc.is_dir
+
+
+def _open(loc: Location) -> Source:
+    path = loc.path.rstrip("/") if loc.is_url and loc.is_dir else loc.path
+    return ParquetSource(path, remote=loc.remote, verify=loc.verify)
+
+
+FORMAT = Format("parquet", _detect, _open, "Parquet files, globs and directories",
+                suffixes=(".parquet",))

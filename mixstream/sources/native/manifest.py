@@ -1,4 +1,5 @@
-"""The manifest of a native mixstream domain directory (``<dir>/manifest.json``).
+"""The manifest of a native mixstream domain directory (``<dir>/manifest.json``): the
+file-format definition, read by :mod:`.reader` and written by :mod:`mixstream.shards`.
 
 Layout of a domain directory::
 
@@ -33,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ..sources.base import ColumnSpec, Schema, SourceError
+from ...errors import SourceError
+from ..base import ColumnSpec, Schema
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mixstream"

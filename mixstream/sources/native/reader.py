@@ -19,14 +19,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..remote.config import RemoteConfig
-from ..remote.fs import is_url, join, local_path
-from ..remote.parquet import RemoteParquetFile
-from ..remote.store import Request, get_store
-from ..shards.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
-from .arrow import block_from_arrow, schema_from_arrow
-from .base import Block, Schema, Source, SourceError
-from .integrity import confine, validate_arrow, verify_file, verify_files
+from ...errors import MixstreamError, SourceError
+from ...remote.config import RemoteConfig
+from ...remote.fs import is_url, join, local_path
+from ...remote.parquet import RemoteParquetFile
+from ...remote.store import Request, get_store
+from ..arrow import block_from_arrow, schema_from_arrow
+from ..base import Block, Schema, Source
+from ..integrity import confine, validate_arrow, verify_file, verify_files
+from .manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 
 MAX_OPEN = 8  # open shard handles per reader
 
@@ -151,6 +152,15 @@ class NativeSource(Source):
         n = self.manifest.num_samples
         return tokens / n if tokens is not None and n else None
 
+    def stats(self) -> dict[str, int | None]:
+        """The manifest's counts (documents and bytes are known only from a manifest)."""
+        out = super().stats()
+        for key in ("tokens", "bytes", "documents"):
+            v = self.manifest.stats.get(key)
+            if isinstance(v, int) and not isinstance(v, bool):
+                out[key] = v
+        return out
+
     # -- opening shards ----------------------------------------------------------------------
     def _remote_request(self, shard: int) -> Request:
         info = self.manifest.shards[shard]
@@ -229,8 +239,8 @@ class NativeSource(Source):
             validate_arrow(data)
             self._check_schema(data.schema, path)
             block = block_from_arrow(data, list(self.manifest.schema))
-        except SourceError:
-            raise
+        except MixstreamError:
+            raise  # worded already (a corrupt shard, a failed download)
         except FileNotFoundError as e:
             raise SourceError(f"{path}: shard listed in {self.uri}/manifest.json is missing "
                               f"({e}); restore it or re-run the conversion") from e

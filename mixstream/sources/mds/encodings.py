@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Block, Column, ColumnSpec, Ragged
+from ..base import Block, Column, ColumnSpec, Ragged
 
 #: dtype codes of the ``ndarray`` encoding's dynamic-dtype byte (``NDArray._int2value_dtype``)
 NDARRAY_DTYPES: dict[int, str] = {

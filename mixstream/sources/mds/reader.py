@@ -3,7 +3,7 @@
 ``index.json`` gives every shard's sample count, so construction reads no shard data. A shard
 is read whole (raw ``.mds`` file, or its compressed form decompressed in memory; nothing is
 written into the dataset directory), checked against the sizes (and, on request, hashes) in
-``index.json``, and decoded column by column with numpy (:mod:`.mds_encodings`).
+``index.json``, and decoded column by column with numpy (:mod:`.encodings`).
 
 Paths may be local or fsspec URLs (``s3://``, ``gs://``, ``http(s)://``, ``memory://`` ...):
 remote shards are fetched through the shared cache (:mod:`mixstream.remote`), checked against
@@ -16,19 +16,19 @@ import bz2
 import gzip
 import json
 import os
-import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import numpy as np
 
-from ..remote.config import RemoteConfig
-from ..remote.fs import local_path
-from ..remote.store import Request, get_store
-from .base import Block, Schema, Source, SourceError
-from .integrity import confine, hasher, pick_algorithm, verify_bytes
-from .mds_encodings import Encoding, decode_records, parse_encoding, unreadable
+from ...errors import SourceError
+from ...remote.config import RemoteConfig
+from ...remote.fs import is_url, join, local_path
+from ...remote.store import Request, get_store
+from ..base import Block, Schema, Source
+from ..integrity import confine, hasher, pick_algorithm, verify_bytes
+from .encodings import Encoding, decode_records, parse_encoding, unreadable
 
 INDEX = "index.json"
 COMPRESSIONS = ("zstd", "gz", "bz2")  # decoded here; mosaic also writes br and snappy
@@ -37,18 +37,10 @@ COMPRESSIONS = ("zstd", "gz", "bz2")  # decoded here; mosaic also writes br and 
 # ------------------------------------------------------------------ storage
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path
-
-
-def _join(root: str, *parts: str) -> str:
-    return posixpath.join(root, *parts) if _is_url(root) else os.path.join(root, *parts)
-
-
 def _read(path: str, remote: RemoteConfig | None = None, info: FileInfo | None = None) -> bytes:
     """Whole file; ``FileNotFoundError`` if absent. URLs go through the remote store: a shard
     (``info`` given) through the cache, checked against its size and hashes; index.json uncached."""
-    if _is_url(path):
+    if is_url(path):
         store = get_store(remote or RemoteConfig())
         if info is None:
             return store.read_small(path)
@@ -60,15 +52,6 @@ def _read(path: str, remote: RemoteConfig | None = None, info: FileInfo | None =
 
 def _request(path: str, info: FileInfo) -> Request:
     return Request(path, size=info.bytes, hashes=tuple(sorted(info.hashes.items())))
-
-
-def _exists(path: str) -> bool:
-    if _is_url(path):
-        import fsspec
-
-        fs, p = fsspec.core.url_to_fs(path)
-        return bool(fs.exists(p))
-    return os.path.exists(path)
 
 
 # ------------------------------------------------------------------ index.json
@@ -84,7 +67,7 @@ class FileInfo:
 
 
 @dataclass(frozen=True)
-class ShardInfo:
+class MDSShard:
     """One shard entry of index.json (the fields a reader needs)."""
 
     raw: FileInfo
@@ -118,7 +101,7 @@ def _is_count(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_COUNT
 
 
-def parse_shard(obj: Any, i: int) -> ShardInfo:
+def parse_shard(obj: Any, i: int) -> MDSShard:
     """Validate one ``shards[i]`` entry; ``ValueError`` says what is wrong."""
     where = f"shards[{i}]"
     if not isinstance(obj, dict):
@@ -149,7 +132,7 @@ def parse_shard(obj: Any, i: int) -> ShardInfo:
     zip_obj = obj.get("zip_data")
     if compression is not None and not isinstance(compression, str):
         raise ValueError(f"{where} 'compression' is not a string")
-    return ShardInfo(
+    return MDSShard(
         raw=_file_info(obj.get("raw_data"), f"{where}.raw_data"),
         zip=_file_info(zip_obj, f"{where}.zip_data") if zip_obj else None,
         compression=compression or None,
@@ -160,9 +143,9 @@ def parse_shard(obj: Any, i: int) -> ShardInfo:
     )
 
 
-def load_index(root: str, remote: RemoteConfig | None = None) -> list[ShardInfo]:
+def load_index(root: str, remote: RemoteConfig | None = None) -> list[MDSShard]:
     """Parse ``<root>/index.json``; :class:`SourceError` names the file and the fix."""
-    path = _join(root, INDEX)
+    path = join(root, INDEX)
     try:
         obj = json.loads(_read(path, remote))
     except FileNotFoundError:
@@ -244,7 +227,7 @@ def decompress(compression: str, data: bytes, raw_bytes: int) -> bytes:
     raise ValueError(f"compression {compression!r} is not supported")
 
 
-def parse_header(data: bytes, info: ShardInfo) -> np.ndarray:
+def parse_header(data: bytes, info: MDSShard) -> np.ndarray:
     """Check a raw shard's header against index.json; return its N+1 record offsets (int64)."""
     size = len(data)
     if size < 4:
@@ -302,36 +285,36 @@ class MDSSource(Source):
         verify: bool = True,
     ) -> None:
         root = local_path(path)
-        self.uri = _join(root, split) if split else root
+        self.uri = join(root, split) if split else root
         self.allow_unsafe_types = allow_unsafe_types
         self.verify_hashes = verify_hashes
         self.verify = bool(verify)
-        self.remote = (remote or RemoteConfig()) if _is_url(self.uri) else None
+        self.remote = (remote or RemoteConfig()) if is_url(self.uri) else None
         self.shards = load_index(self.uri, self.remote)
         if self.remote is None:  # basenames are checked lexically; here symlinks too
             for s in self.shards:
                 for f in (s.raw, s.zip):
                     if f is not None:
-                        confine(self.uri, f.basename, where=_join(self.uri, INDEX))
+                        confine(self.uri, f.basename, where=join(self.uri, INDEX))
         self._encodings = self._check_columns()
         names = list(self.shards[0].names)
         unknown = [c for c in columns or [] if c not in names]
         if unknown or (columns is not None and (not columns or len(set(columns)) < len(columns))):
             raise SourceError(
-                f"{_join(self.uri, INDEX)}: columns={columns} must name distinct columns of "
+                f"{join(self.uri, INDEX)}: columns={columns} must name distinct columns of "
                 f"the dataset, which has {names}"
             )
         self.columns = list(columns) if columns is not None else names
         for name, e in zip(names, self._encodings, strict=True):
             why = unreadable(e, allow_unsafe_types=allow_unsafe_types)
             if why and name in self.columns:
-                raise SourceError(f"{_join(self.uri, INDEX)}: column {name!r}: {why}")
+                raise SourceError(f"{join(self.uri, INDEX)}: column {name!r}: {why}")
         self._block_sizes = np.array([s.samples for s in self.shards], dtype=np.int64)
         self._block_sizes.flags.writeable = False
 
     def _check_columns(self) -> list[Encoding]:
         """All shards must share one column set; parse its encodings once."""
-        index = _join(self.uri, INDEX)
+        index = join(self.uri, INDEX)
         first = self.shards[0]
         for i, s in enumerate(self.shards):
             if (s.names, s.encodings) != (first.names, first.encodings):
@@ -351,7 +334,7 @@ class MDSSource(Source):
                 raise SourceError(f"{index}: column {name!r}: {exc}") from exc
         return encodings
 
-    def _check_sizes(self, s: ShardInfo, index: str) -> None:
+    def _check_sizes(self, s: MDSShard, index: str) -> None:
         for name, text, size in zip(s.names, s.encodings, s.sizes, strict=True):
             try:
                 want = parse_encoding(text).size
@@ -387,7 +370,7 @@ class MDSSource(Source):
         ]
         return float(fixed[0]) if len(fixed) == 1 and fixed[0] else None
 
-    def _zip_first(self, info: ShardInfo) -> bool:
+    def _zip_first(self, info: MDSShard) -> bool:
         """Remote shards: fetch the compressed form first (less to transfer)."""
         return (self.remote is not None and info.zip is not None and bool(info.compression)
                 and str(info.compression).split(":")[0] in COMPRESSIONS)
@@ -400,7 +383,7 @@ class MDSSource(Source):
         for b in blocks:
             info = self.shards[int(b)]
             f = info.zip if self._zip_first(info) and info.zip is not None else info.raw
-            reqs.append(_request(_join(self.uri, f.basename), f))
+            reqs.append(_request(join(self.uri, f.basename), f))
         get_store(self.remote).prefetch(reqs)
 
     def read_block(self, index: int) -> Block:
@@ -416,9 +399,9 @@ class MDSSource(Source):
                 f"{path}: {exc}; the shard is corrupt: re-download or rewrite the dataset"
             ) from exc
 
-    def _raw_bytes(self, info: ShardInfo) -> tuple[str, bytes]:
+    def _raw_bytes(self, info: MDSShard) -> tuple[str, bytes]:
         """The raw shard: the ``.mds`` file if present, else its compressed form, in memory."""
-        raw_path = _join(self.uri, info.raw.basename)
+        raw_path = join(self.uri, info.raw.basename)
         try:
             if self._zip_first(info):
                 raise FileNotFoundError(raw_path)  # try the compressed form, then the raw one
@@ -433,7 +416,7 @@ class MDSSource(Source):
                 f"{raw_path} is missing (listed in {INDEX}); restore the shard or rewrite "
                 "the dataset"
             )
-        zip_path = _join(self.uri, info.zip.basename)
+        zip_path = join(self.uri, info.zip.basename)
         if info.compression.split(":")[0] not in COMPRESSIONS:
             raise SourceError(
                 f"{zip_path}: compression {info.compression!r} is not supported (supported: "
