@@ -23,7 +23,7 @@ Feeding it: build a :class:`~mixstream.model.ModelContext` and pass ``ctx``, ``g
 (the released code: 3 ``mlp.dense_4h_to_h.weight`` matrices) and ``norm_params`` (9 such
 matrices), then call ``feedback(batch["domain"], loss_per_seq, batch=batch)`` after every
 optimizer step (``batch`` = all samples of the step; it must hold every domain, see
-:func:`~mixstream.controllers.acodm_batches.forced_domain_batches`). Without a ctx pass
+:class:`~mixstream.controllers.acodm_batches.ForcedDomainBatches`). Without a ctx pass
 ``grads=`` (``[K, P]`` per-domain mean gradients) and ``norms=`` (``[L]``) yourself.
 
 Per-domain gradients (``grad_source``): ``"backward"`` takes them from the trainer's own

@@ -22,13 +22,6 @@ from typing import Any
 import torch
 
 
-def single_domain_streams(paths: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """``{d: MixStream({d: path}, **kwargs)}`` — one single-domain stream per domain."""
-    from ..stream import MixStream
-
-    return {d: MixStream({d: p}, **kwargs) for d, p in paths.items()}
-
-
 class ForcedDomainBatches:
     """Per step: one micro-batch from each domain's iterable, domain ids set to global indices."""
 

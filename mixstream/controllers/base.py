@@ -60,7 +60,7 @@ class StreamLike(Protocol):
 
 @dataclass(frozen=True)
 class GradRequest:
-    """Per-domain gradient statistics a controller asks for (DoGE, AC-ODM, FastMix; later)."""
+    """Per-domain gradient statistics a controller asks for (AC-ODM, FastMix)."""
 
     params: Sequence[str] | str = "all"   # parameter names, "lm_head", or "all"
     with_val: bool = False                # also the gradient of a validation/target batch
@@ -77,8 +77,8 @@ class Requirements:
     per_token_losses: bool = False        # prefers [B, T] losses (+ mask) for exact clipping
     ref_losses: bool = False              # reference-model losses on the same batch (DoReMi)
     val_losses: bool = False              # per-domain validation losses on demand
-    grads: GradRequest | None = None      # per-domain gradient statistics (not implemented yet)
-    phase_hook: bool = False              # run_phase(ctx) with model access (not implemented yet)
+    grads: GradRequest | None = None      # per-domain gradient statistics (FastMix, AC-ODM)
+    phase_hook: bool = False              # run_phase(ctx) with model access (OP-Mix)
     min_microbatches_per_domain: int = 0  # AC-ODM: >=1 single-domain micro-batch per domain
     single_domain_microbatches: bool = False
     outputs_loss_weights: bool = False    # loss_weights() returns per-domain loss weights

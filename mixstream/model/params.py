@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import torch
 from torch import nn
 
 ParamSpec = str | Sequence[str] | Sequence[nn.Parameter] | None
@@ -83,7 +82,3 @@ def training_mode(model: nn.Module, mode: bool) -> Iterator[None]:
     finally:
         for m, t in saved:
             m.training = t
-
-
-def flat_size(params: Sequence[torch.Tensor]) -> int:
-    return sum(int(p.numel()) for p in params)
