@@ -23,6 +23,7 @@ FORMATS = (
     ".native",   # manifest.json
     ".mds",      # index.json
     ".hf",       # dataset_info.json / state.json
+    ".npy",      # *.npy files
     ".parquet",  # last: a glob, a .parquet file, or any other directory
 )  # fmt: skip
 
