@@ -163,3 +163,18 @@ def test_domain_copy_shares_nothing(tmp_path):
     a = native_dir(tmp_path, "a")
     shutil.copytree(a, tmp_path / "copy")
     MixStream({"a": str(a), "copy": str(tmp_path / "copy")})
+
+
+def test_one_root_exception_and_a_network_error_is_not_a_value_error():
+    import mixstream
+    from mixstream.errors import DownloadCorrupt, MixstreamError, RemoteError
+    from mixstream.shards.errors import InputError, ShardError
+
+    assert mixstream.MixstreamError is MixstreamError and mixstream.RemoteError is RemoteError
+    assert issubclass(SourceError, MixstreamError) and issubclass(SourceError, ValueError)
+    assert issubclass(RemoteError, MixstreamError) and issubclass(RemoteError, OSError)
+    assert not issubclass(RemoteError, ValueError) and not issubclass(RemoteError, SourceError)
+    assert issubclass(DownloadCorrupt, OSError) and not issubclass(DownloadCorrupt, ValueError)
+    assert issubclass(ShardError, MixstreamError) and issubclass(InputError, ValueError)
+    with pytest.raises(MixstreamError, match="domain 'x'"):
+        MixStream({"x": "/nowhere/at/all"})

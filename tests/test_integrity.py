@@ -428,3 +428,36 @@ def test_relative_names_of_urls_and_paths():
     assert relative_names(["/d/e/p.parquet"]) == ["p.parquet"]
     assert relative_names(["https://h/d/p.parquet", "https://h/d/q.parquet"]) == [
         "p.parquet", "q.parquet"]
+
+
+def test_optional_capabilities_have_defaults_on_every_source(tmp_path):
+    """prefetch and stats are declared on Source: a minimal source gets working defaults, and
+    Domain calls them without duck typing."""
+    import numpy as np
+
+    class Minimal(Source):
+        uri = "minimal"
+
+        @property
+        def block_sizes(self):
+            return np.array([3, 2], np.int64)
+
+        @property
+        def schema(self):
+            return {"x": ColumnSpec("fixed", "int32", 4)}
+
+        def read_block(self, index):
+            return {"x": np.zeros((int(self.block_sizes[index]), 4), np.int32)}
+
+        def tokens_per_sample(self):
+            return 4.0
+
+    dom = Domain("m", [Minimal(), Minimal()])
+    dom.prefetch([0, 1, 3])  # the default is a no-op
+    assert dom.stats() == {"samples": 10, "tokens": 40, "bytes": None, "documents": None}
+    path = tmp_path / "n"
+    write_shards(pa.table({"input_ids": pa.array([[1, 2]] * 6, pa.list_(pa.int32(), 2))}),
+                 path, domain="n", rows_per_block=3, token_column="input_ids")
+    stats = Domain("n", [str(path), str(path)]).stats()  # the manifest's counts, summed
+    assert stats["samples"] == 12 and stats["tokens"] == 24 and stats["documents"] == 12
+    assert stats["bytes"] == 2 * sum(os.path.getsize(p) for p in path.glob("*.parquet"))

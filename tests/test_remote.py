@@ -320,3 +320,35 @@ def test_manifest_json_is_read_fresh_not_cached(srv, cfg):
     NativeSource(f"{srv.url}/corpus/native/a", remote=cfg)
     assert srv.gets("manifest.json") == 2
     assert json.loads(get_store(cfg).read_small(f"{srv.url}/corpus/native/a/manifest.json"))
+
+
+# ------------------------------------------------------------------ format registry
+
+
+@pytest.mark.parametrize("rel, fmt", [
+    ("corpus/native/a", "mixstream"), ("corpus/arrow/b", "mixstream"),
+    ("corpus/parquet/a", "parquet"), ("corpus/parquet/a/part-0.parquet", "parquet"),
+    ("corpus/parquet/a/*.parquet", "parquet"), ("corpus/hf/a", "hf"),
+    ("mds/tokens_raw", "mds"), ("npy", "npy")])
+def test_a_url_is_detected_as_its_local_copy_is(srv, cfg, rel, fmt):
+    """One detection per format, local and remote alike (the registry, not two if-chains)."""
+    from mixstream.sources import registry
+
+    npy = Path(srv.root, "npy")
+    npy.mkdir(exist_ok=True)
+    np.save(npy / "x.npy", np.zeros((4, 3), np.int32))
+    local = Path(srv.root, rel) if "*" in rel else Path(srv.root, rel).resolve()
+    assert registry.detect(registry.locate(str(local))).name == fmt
+    assert registry.detect(registry.locate(f"{srv.url}/{rel}", cfg)).name == fmt
+    if fmt in ("hf", "npy"):  # detected remotely, read only from local disk: a clear error
+        with pytest.raises(SourceError, match=r"local disk"):
+            open_source(f"{srv.url}/{rel}", cfg)
+
+
+def test_a_network_failure_is_a_remote_error_naming_the_domain_not_a_value_error(srv, cfg):
+    srv.inject("403", "/native/c/shard-00000", times=100)
+    dom = Domain("c", f"{srv.url}/corpus/native/c", remote=cfg)
+    with pytest.raises(RemoteError, match=r"domain 'c': .*shard-00000\.parquet: download "
+                                          r"failed") as info:
+        dom.read_block(0)
+    assert isinstance(info.value, OSError) and not isinstance(info.value, ValueError)

@@ -313,3 +313,36 @@ def test_read_through_native_source(tmp_path, tokenizer):
         assert blocks[fmt].dtype == np.uint16 and blocks[fmt].shape[1] == 256
         assert src.tokens_per_sample() == 256
     np.testing.assert_array_equal(blocks["parquet"], blocks["arrow"])
+
+
+def test_conversion_is_offline_without_touching_the_process(tmp_path, monkeypatch):
+    """Reading inputs through ``datasets`` (JSON arrays, text files, save_to_disk folders) makes
+    no Hub request, and leaves os.environ and the library's settings as they were (the old
+    reader set HF_*_OFFLINE for the whole process)."""
+    import datasets
+    import datasets.load
+    from datasets.utils import logging as dlog
+
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # an online process
+    monkeypatch.setattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", True)
+    requests: list[tuple] = []
+    monkeypatch.setattr(datasets.load, "get_session",
+                        lambda *a, **k: requests.append(a) or pytest.fail("Hub request"))
+    verbosity, bars_off = dlog.get_verbosity(), datasets.utils.are_progress_bars_disabled()
+    recs = [{"text": f"doc {i}", "n": i} for i in range(5)]
+    names = _write_all_formats(tmp_path, recs)
+    (tmp_path / "t.txt").write_text("one\ntwo\n")
+    env = dict(os.environ)
+    rep = run(tmp_path / "out", domains=(("arr", str(tmp_path / "d.json")),
+                                         ("hf", str(tmp_path / names[-1])),
+                                         ("txt", str(tmp_path / "t.txt"))))
+    assert set(rep.manifests) == {"arr", "hf", "txt"}
+    assert read_column(tmp_path / "out" / "arr", "n") == list(range(5))
+    assert dict(os.environ) == env
+    assert requests == []
+    assert datasets.config.HF_HUB_OFFLINE is False
+    assert datasets.config.HF_UPDATE_DOWNLOAD_COUNTS is True
+    assert dlog.get_verbosity() == verbosity
+    assert datasets.utils.are_progress_bars_disabled() == bars_off
