@@ -59,28 +59,6 @@ def require(state: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -
     return value
 
 
-def int_array(value: Any, shape: tuple[int, ...], key: str) -> np.ndarray:
-    """``value`` as an int64 array of ``shape``, or a ValueError naming ``key``."""
-    try:
-        arr = np.asarray(value, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"MixStream checkpoint {key!r} is not an integer array") from None
-    if arr.shape != shape:
-        raise ValueError(f"MixStream checkpoint {key!r} has shape {arr.shape}, expected {shape} "
-                         f"for its topology")
-    return arr
-
-
-def float_list(value: Any, n: int, key: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"MixStream checkpoint {key!r} is not a list of numbers") from None
-    if arr.shape != (n,) or not np.isfinite(arr).all():
-        raise ValueError(f"MixStream checkpoint {key!r} must be {n} finite numbers")
-    return arr
-
-
 def blocks_digest(block_sizes: np.ndarray) -> str:
     """A short digest of a domain's block sizes: a grown domain keeps the old one as a prefix."""
     import hashlib

@@ -35,23 +35,17 @@ class _Counting:
 
     def __next__(self) -> Any:
         stream = self._stream
-        if stream._restart:  # the domain set changed: new workers from the change on
-            stream._restart = False
+        link = stream.link
+        if link.take_restart():  # the domain set changed: new workers from the change on
             self._it = self._loader._start(new_workers=True)
-        with stream._lock:
-            stream._in_next = True  # the DataLoader may request one more batch in here
-        try:
+        with link.fetching():  # the DataLoader may request one more batch in here
             batch = next(self._it)
-        except BaseException:
-            with stream._lock:
-                stream._in_next = False
-            raise
         if isinstance(batch, RingRef):  # a worker wrote it to a shared slot: copy it out
-            ring = stream._plan.ring
+            ring = link.ring
             assert ring is not None
             # the iterator's own flag: pin_memory=True without an accelerator is switched off
             batch = ring.take(batch, pin=bool(getattr(self._it, "_pin_memory", False)))
-        stream._delivered(batch)
+        link.delivered(batch)
         return batch
 
     def __len__(self) -> int:
@@ -110,14 +104,14 @@ class MixLoader(DataLoader):
         self.stream = stream
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        self.stream._restart = False
+        self.stream.link.take_restart()
         return _Counting(self._start(), self)
 
     def _start(self, new_workers: bool = False) -> Any:
         """Publish the start and create the DataLoader iterator. ``new_workers``: the reader
         payload changed (the domain set), so even persistent workers are replaced."""
-        stream = self.stream
-        stream._started = True
+        link = self.stream.link
+        link.started = True
         last = getattr(self, "_live", None)
         if last is not None and (new_workers or not self.persistent_workers):
             # one live iteration per loader: an older iterator's workers would still fill the
@@ -127,14 +121,11 @@ class MixLoader(DataLoader):
                 shutdown()
         if new_workers:
             self._iterator = None
-        stream._begin_iteration()
-        stream._loader_iterating = True  # workers forked/spawned now carry the flag
-        try:
+        link.begin_iteration()
+        with link.creating_workers():  # workers forked/spawned now carry the flag
             it = super().__iter__()
-        finally:
-            stream._loader_iterating = False
         if self.persistent_workers and self.num_workers > 0:
-            stream._plan.channel.frozen = True  # those workers keep these shared buffers
+            link.freeze_workers()  # those workers keep these shared buffers
         self._live = it
         return it
 
@@ -155,7 +146,8 @@ class MixLoader(DataLoader):
         ``MixStreamCallback`` (which sets ``trained_batches``) the checkpoint would sit one batch
         late and a resume would skip a batch, so that case is refused."""
         stream = self.stream
-        if stream._trained is None and stream.consumed_batches > 0 and _called_by_lightning():
+        if not stream.trained_batches_set and stream.consumed_batches > 0 and \
+                _called_by_lightning():
             raise RuntimeError(
                 "Lightning is saving this MixLoader, but it fetches one batch ahead and nothing "
                 "told the loader which batches were trained: the checkpoint would skip a batch "

@@ -76,7 +76,7 @@ class StagePlan:
                 if unknown:
                     raise ValueError(f"stage {st.name!r} names unknown domain(s) {unknown}; "
                                      f"create the stream with every stage's domains")
-        if stream.batch_size is None or stream.consumed_batches or stream._tracker is None:
+        if stream.batch_size is None or stream.consumed_batches or not stream.bound:
             raise ValueError("create the StagePlan after the MixLoader and before the first batch "
                              "(resume with loader.load_state_dict afterwards)")
         self.stream = stream
@@ -87,10 +87,10 @@ class StagePlan:
         self.tokens = 0  # tokens trained on in the stage that is training now (token stages)
         self.controller: Any = None
         stream.attach(self, name="stages")
-        stream._delivery_hooks.append(self._on_batch)
+        stream.link.hooks.append(self._on_batch)
         first = self.stages[0]
         if first.weights is not None:
-            stream._set_initial_weights(self._vector(first.weights))
+            stream.set_initial_weights(self._vector(first.weights))
         self.controller = self._make_controller(first)
 
     # -- stage switching --------------------------------------------------------------------
@@ -104,7 +104,7 @@ class StagePlan:
     def _make_controller(self, stage: Stage, *, muted: bool = False) -> Any:
         if stage.controller is None:
             return None
-        with self.stream._muted() if muted else contextlib.nullcontext():
+        with self.stream.link.muted() if muted else contextlib.nullcontext():
             ctrl = stage.controller(self.stream)
         return ctrl
 

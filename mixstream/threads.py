@@ -18,30 +18,30 @@ such bound: fine for a fixed order, not for a mixture that changes on request.)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from .reading import produce
-
-if TYPE_CHECKING:
-    from .stream import MixStream
+from .reading import ReaderPlan, produce
 
 _DONE = object()
 
 
 class ThreadedReaders:
-    """Iterator over this rank's batches from ``stream``'s start, made by ``N`` threads."""
+    """Iterator over this rank's batches from ``start``, made by ``N`` threads.
 
-    def __init__(self, stream: MixStream, num_threads: int, start: int):
-        self.stream = stream
+    ``lock`` is the session's lock and ``horizon()`` (called under it) the first batch the
+    trainer cannot have requested yet: a thread starts batch ``t`` only below it."""
+
+    def __init__(self, plan: ReaderPlan, num_threads: int, start: int, *, lock: Any,
+                 horizon: Callable[[], int]):
         self.n = num_threads
         self.next_t = start
-        self._cond = threading.Condition(stream._lock)
+        self._horizon = horizon
+        self._cond = threading.Condition(lock)
         self._ready: dict[int, Any] = {}
         self._ended: int | None = None  # the first batch that will never come (stop mode)
         self._error: BaseException | None = None
         self._closed = False
-        plan = stream._plan
         self._threads = [threading.Thread(target=self._run, args=(plan, j, start),
                                           name=f"mixstream-reader-{j}", daemon=True)
                          for j in range(num_threads)]
@@ -49,8 +49,7 @@ class ThreadedReaders:
             th.start()
 
     def _allowed(self, t: int) -> bool:
-        s = self.stream
-        return t < s._consumed + s.prefetch_depth + (1 if s._in_next else 0)
+        return t < self._horizon()
 
     def _run(self, plan: Any, j: int, start: int) -> None:
         gen = produce(plan, j, self.n)
@@ -86,7 +85,7 @@ class ThreadedReaders:
     def __next__(self) -> Any:
         t = self.next_t
         with self._cond:
-            self._cond.notify_all()  # the horizon moved: _in_next / a delivered batch
+            self._cond.notify_all()  # the horizon moved: in next() / a delivered batch
             while t not in self._ready:
                 if self._error is not None:
                     self.close()

@@ -140,9 +140,8 @@ class _Rank:
     def next(self) -> dict | None:
         if self.real:
             return next(self.it, None)
-        if self.stream._restart:  # the domain set changed: readers restart (as MixLoader does)
-            self.stream._restart = False
-            self.stream._begin_iteration()
+        if self.stream.link.take_restart():  # the domain set changed: readers restart
+            self.stream.link.begin_iteration()  # (as MixLoader does)
             self._restart_readers(len(self.gens))
         n = len(self.gens)
         limit = self.t + self.stream.prefetch_depth  # batches the loader has requested
@@ -158,7 +157,7 @@ class _Rank:
         batch = self.ready.pop(self.t)
         if batch is not None:
             self.t += 1
-            self.stream._delivered()
+            self.stream.link.delivered()
         return batch
 
 

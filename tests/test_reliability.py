@@ -306,7 +306,7 @@ def test_checkpoint_stays_bounded_with_a_change_every_step(tmp_path):
             break
     assert len(full) == 2000
     assert max(sizes) < 2 * min(sizes) < 20_000
-    assert len(stream._log) <= 4 * stream._plan.channel.capacity + 1
+    assert len(stream.weight_log) <= 4 * stream._plan.channel.capacity + 1
 
 
 def test_persistent_workers_refuse_a_checkpoint_of_another_topology(tmp_path):

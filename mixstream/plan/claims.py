@@ -52,6 +52,15 @@ def layout_shapes(d: int, s: int, q: int) -> dict[str, tuple[int, ...]]:
     return {name: tuple(dims[x] for x in spec.split(",")) for name, spec in LAYOUT}
 
 
+_FILL = {"claimed": 0, "held": -1, "offset": 0, "end": 0, "queue": -1}
+
+
+def blank_arrays(d: int, s: int, q: int) -> dict[str, np.ndarray]:
+    """The arrays of a book in which nothing is claimed."""
+    return {name: np.full(shape, _FILL[name], np.int64)
+            for name, shape in layout_shapes(d, s, q).items()}
+
+
 class ClaimBook:
     """Claim counters per domain; per (slot, domain) the range served now and the queued ranges.
 
@@ -67,12 +76,11 @@ class ClaimBook:
         arrays = arrays or {}
         if "queue" in arrays:
             queue_depth = max(1, int(np.asarray(arrays["queue"]).size // max(1, num_slots * d * 3)))
-        shapes = layout_shapes(d, num_slots, queue_depth)
-        fill = {"claimed": 0, "held": -1, "offset": 0, "end": 0, "queue": -1}
-        for name, shape in shapes.items():
+        blank = blank_arrays(d, num_slots, queue_depth)
+        for name, arr in blank.items():
             value = arrays.get(name)
-            arr = (np.full(shape, fill[name], np.int64) if value is None
-                   else np.asarray(value, np.int64).reshape(shape).copy())
+            if value is not None:
+                arr = np.asarray(value, np.int64).reshape(arr.shape).copy()
             setattr(self, name, arr)
         self.claimed: np.ndarray
         self.held: np.ndarray
@@ -83,6 +91,17 @@ class ClaimBook:
     # -- state ------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name, _ in LAYOUT}
+
+    def get_state(self) -> dict[str, list]:
+        return {name: getattr(self, name).tolist() for name, _ in LAYOUT}
+
+    @staticmethod
+    def parse_state(raw: dict, num_domains: int, num_slots: int) -> dict[str, np.ndarray]:
+        """:meth:`get_state`'s arrays, checked against :data:`LAYOUT` (untrusted input); the
+        geometry comes from the corpus, so this returns arrays for the constructor."""
+        q = max(1, int(np.asarray(raw.get("queue", [])).size) // max(1, num_slots * num_domains * 3))
+        shapes = layout_shapes(num_domains, num_slots, q)
+        return {k: _int_array(raw.get(k), shape, f"claims.{k}") for k, shape in shapes.items()}
 
     @property
     def num_slots(self) -> int:
@@ -253,3 +272,14 @@ class ClaimBook:
                 queue[slot, d, fill[slot, d]] = rng
                 fill[slot, d] += 1
         return ClaimBook(self.geometry, num_slots, {"claimed": self.claimed, "queue": queue})
+
+
+def _int_array(value: object, shape: tuple[int, ...], key: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"MixStream checkpoint {key!r} is not an integer array") from None
+    if arr.shape != shape:
+        raise ValueError(f"MixStream checkpoint {key!r} has shape {arr.shape}, expected {shape} "
+                         f"for its topology")
+    return arr

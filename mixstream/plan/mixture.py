@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class MixCheckpoint:
     entry_targets: np.ndarray  # ... and the targets T(entry_from) after re-basing
     entry_base: np.ndarray  # targets at entry_from before re-basing (for a same-index replacement)
 
-    def to_json(self) -> dict:
+    def get_state(self) -> dict:
         return {
             "chunk_start": int(self.chunk_start),
             "counts": [int(x) for x in self.counts],
@@ -108,15 +109,29 @@ class MixCheckpoint:
         }
 
     @staticmethod
-    def from_json(d: dict) -> MixCheckpoint:
-        return MixCheckpoint(
-            int(d["chunk_start"]),
-            np.asarray(d["counts"], dtype=np.int64),
-            int(d["entry_from"]),
-            np.asarray(d["entry_weights"], dtype=np.float64),
-            np.asarray(d["entry_targets"], dtype=np.float64),
-            np.asarray(d["entry_base"], dtype=np.float64),
-        )
+    def from_state(raw: Any, num_domains: int) -> MixCheckpoint:
+        """A checkpoint from :meth:`get_state`'s dict, validated (untrusted input)."""
+        try:
+            mix = MixCheckpoint(
+                int(raw["chunk_start"]),
+                np.asarray(raw["counts"], dtype=np.int64),
+                int(raw["entry_from"]),
+                np.asarray(raw["entry_weights"], dtype=np.float64),
+                np.asarray(raw["entry_targets"], dtype=np.float64),
+                np.asarray(raw["entry_base"], dtype=np.float64),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"MixStream checkpoint 'mix' is malformed: {e}") from None
+        for key in ("counts", "entry_weights", "entry_targets", "entry_base"):
+            value = getattr(mix, key)
+            if value.shape != (num_domains,) or not np.isfinite(value).all():
+                raise ValueError(f"MixStream checkpoint mix.{key} must be {num_domains} finite "
+                                 f"numbers")
+        # (retired domains' samples leave the counts: their sum may be below the chunk start)
+        if mix.chunk_start < 0 or (mix.counts < 0).any() or int(mix.counts.sum()) > mix.chunk_start:
+            raise ValueError("MixStream checkpoint 'mix' is inconsistent: its counts add up to "
+                             "more than its chunk start")
+        return mix
 
     @staticmethod
     def initial(weights: np.ndarray) -> MixCheckpoint:

@@ -7,9 +7,11 @@ as the last entry replaces it (several calls within one step keep the last one).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,19 +64,23 @@ class LogEntry:
     from_sample: int
     weights: np.ndarray  # float64, normalised
 
-    def to_json(self) -> list:
+    def get_state(self) -> list:
         return [int(self.from_sample), [float(x) for x in self.weights]]
-
-    @staticmethod
-    def from_json(item: list) -> LogEntry:
-        return LogEntry(int(item[0]), np.asarray(item[1], dtype=np.float64))
 
 
 class WeightLog:
-    """The append-only list of weight entries; entry 0 starts at sample 0."""
+    """The append-only list of weight entries, and a digest of every entry ever appended.
 
-    def __init__(self, initial: np.ndarray):
-        self.entries: list[LogEntry] = [LogEntry(0, np.asarray(initial, dtype=np.float64))]
+    The digest lets ranks compare their logs at a checkpoint without sending them (a change made
+    on one rank only is an error, not duplicated data); it covers entries already folded into the
+    mixture state by :meth:`compact`, so it is carried in the checkpoint and continued on load.
+    """
+
+    def __init__(self, initial: np.ndarray, *, entries: list[LogEntry] | None = None,
+                 digest: str | None = None):
+        w0 = np.asarray(initial, dtype=np.float64)
+        self.entries: list[LogEntry] = entries or [LogEntry(0, w0)]
+        self._digest = hashlib.sha256(w0.tobytes() if digest is None else digest.encode())
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -83,6 +89,10 @@ class WeightLog:
     def latest(self) -> LogEntry:
         return self.entries[-1]
 
+    @property
+    def digest(self) -> str:
+        return self._digest.hexdigest()
+
     def append(self, from_sample: int, weights: np.ndarray) -> bool:
         """Add an entry; returns True if it replaced the last one (same ``from_sample``)."""
         last = self.entries[-1]
@@ -90,17 +100,54 @@ class WeightLog:
             raise ValueError(f"weight-log entries must not go back in time: from_sample "
                              f"{from_sample} < {last.from_sample} of the last entry")
         entry = LogEntry(int(from_sample), np.asarray(weights, dtype=np.float64))
+        self._digest.update(np.int64(from_sample).tobytes() + entry.weights.tobytes())
         if from_sample == last.from_sample:
             self.entries[-1] = entry
             return True
         self.entries.append(entry)
         return False
 
-    def to_json(self) -> list:
-        return [e.to_json() for e in self.entries]
+    def after(self, sample: int) -> list[tuple[int, np.ndarray]]:
+        """``(from_sample, weights)`` of the entries starting after ``sample``."""
+        return [(e.from_sample, e.weights) for e in self.entries if e.from_sample > sample]
+
+    def compact(self, sample: int) -> None:
+        """Drop entries superseded before ``sample`` (folded into the mixture state there)."""
+        keep = max([i for i, e in enumerate(self.entries) if e.from_sample <= sample] + [0])
+        self.entries = self.entries[keep:]
+
+    def get_state(self) -> list:
+        return [e.get_state() for e in self.entries]
 
     @staticmethod
-    def from_json(items: list) -> WeightLog:
-        log = WeightLog(np.asarray(items[0][1], dtype=np.float64))
-        log.entries = [LogEntry.from_json(x) for x in items]
-        return log
+    def from_state(items: Any, num_domains: int, *, digest: str | None = None) -> WeightLog:
+        """A log from :meth:`get_state`'s list, validated (a checkpoint is untrusted input)."""
+        if not isinstance(items, list) or not items:
+            raise ValueError("MixStream checkpoint 'weight_log' is empty")
+        entries = []
+        last = -1
+        for i, item in enumerate(items):
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise ValueError(f"MixStream checkpoint weight_log[{i}] is not [from_sample, "
+                                 f"weights]")
+            f = item[0]
+            if isinstance(f, bool) or not isinstance(f, int) or f < last:
+                raise ValueError(f"MixStream checkpoint weight_log[{i}] starts at {f!r}; entries "
+                                 f"must be non-decreasing integers")
+            w = float_list(item[1], num_domains, f"weight_log[{i}]")
+            if (w < 0).any() or not w.sum() > 0:
+                raise ValueError(f"MixStream checkpoint weight_log[{i}] has invalid weights")
+            entries.append(LogEntry(int(f), w))
+            last = f
+        return WeightLog(entries[0].weights, entries=entries, digest=digest)
+
+
+def float_list(value: Any, n: int, key: str) -> np.ndarray:
+    """``value`` as ``n`` finite float64s, or a ValueError naming the checkpoint ``key``."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"MixStream checkpoint {key!r} is not a list of numbers") from None
+    if arr.shape != (n,) or not np.isfinite(arr).all():
+        raise ValueError(f"MixStream checkpoint {key!r} must be {n} finite numbers")
+    return arr

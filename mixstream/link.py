@@ -1,0 +1,92 @@
+"""The handshake between a stream and the loader that drives it.
+
+A loader knows things the stream cannot see: when it is inside ``next()`` (the DataLoader may
+request one more batch there, so a weight change must land later), when it creates its
+iterator (workers forked then carry the "driven by a loader" flag), when a batch was delivered
+(the position), and it must learn from the stream when the domain set changed (new workers).
+This small interface is all MixLoader, StagePlan and the reader threads use of the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class LoaderLink:
+    """Flags and calls between one session and its loader; every change holds the lock."""
+
+    def __init__(self, session: Session):
+        self._session = session
+        self.driven = False  # bound by a MixLoader (which counts batches)
+        self.iterating = False  # the loader is creating its iterator (workers carry this)
+        self.in_next = False  # the loader is inside next(): one more batch may be requested
+        self.restart = False  # the domain set changed: the loader restarts its iterator
+        self.started = False  # an iteration has started (initial weights are fixed)
+        self.mute = 0  # >0: set_weights is ignored (objects rebuilt while resuming)
+        self.hooks: list[Callable[[Any], None]] = []  # called with each delivered batch
+
+    @property
+    def lock(self) -> Any:
+        return self._session.lock
+
+    @property
+    def ring(self) -> Any:
+        """The shared batch slots worker processes write to (None: batches come pickled)."""
+        return self._session.plan.ring
+
+    def begin_iteration(self) -> None:
+        """Publish the start of an iteration (before the loader creates its workers)."""
+        self._session.begin_iteration()
+
+    @contextlib.contextmanager
+    def creating_workers(self) -> Iterator[None]:
+        """While the loader creates its iterator: workers started now are the loader's."""
+        self.started = True
+        self.iterating = True
+        try:
+            yield
+        finally:
+            self.iterating = False
+
+    @contextlib.contextmanager
+    def fetching(self) -> Iterator[None]:
+        """Around the loader's ``next()``: the DataLoader may request one more batch."""
+        with self.lock:
+            self.in_next = True
+        try:
+            yield
+        except BaseException:
+            with self.lock:
+                self.in_next = False
+            raise
+
+    def delivered(self, batch: Any = None) -> None:
+        """One batch reached the trainer: the position moves, hooks see the batch."""
+        with self.lock:
+            self._session.position.delivered()
+            self.in_next = False
+        for hook in self.hooks:
+            hook(batch)
+
+    def take_restart(self) -> bool:
+        """Did the domain set change since the last call (the loader needs new workers)?"""
+        restart, self.restart = self.restart, False
+        return restart
+
+    def freeze_workers(self) -> None:
+        """Persistent workers keep the shared buffers: they must not be reallocated."""
+        self._session.plan.channel.frozen = True
+
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        """``set_weights`` calls are ignored inside (objects rebuilt while resuming)."""
+        self.mute += 1
+        try:
+            yield
+        finally:
+            self.mute -= 1

@@ -1,0 +1,288 @@
+"""The trainer-side session of a stream: topology, position, weight log, and what readers see.
+
+A :class:`Session` owns everything that depends on how the stream is loaded and how far the
+trainer got; :class:`~mixstream.stream.MixStream` is a facade over it. Readers (worker
+processes or threads) share only the :class:`~mixstream.reading.ReaderPlan` and its
+:class:`~mixstream.channel.WeightChannel`, to which the session publishes the start of each
+iteration and the pending tail of the weight log.
+
+Threads: every method that touches the session holds :attr:`lock`; MixLoader marks the window
+in which the DataLoader may request one more batch (:class:`~mixstream.link.LoaderLink`), so a
+weight change is placeable from any thread of the trainer's process when a MixLoader drives
+the stream.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from .link import LoaderLink
+from .plan.claims import ClaimBook
+from .plan.mixture import MixCheckpoint
+from .plan.weights import LogEntry, WeightLog
+from .position import Position, Resume
+from .reading import ReaderPlan
+from .ring import BatchRing, ring_layout
+from .topology import resolve_topology
+from .tracker import PositionTracker
+from .walker import Topology
+
+
+class Session:
+    """Topology, position and weight log of one stream in the trainer's process."""
+
+    def __init__(self, plan: ReaderPlan, initial_weights: np.ndarray, *, rank: int | None,
+                 world_size: int | None, max_pending: int | None):
+        self.plan = plan
+        self.lock = threading.RLock()
+        self.fixed = (rank, world_size)
+        self.rank, self.world_size = resolve_topology(rank, world_size)
+        plan.rank, plan.world_size = self.rank, self.world_size
+        self.max_pending = max_pending
+        self.batch_size: int | None = None
+        self.num_workers: int | None = None
+        self.prefetch_depth = 0
+        self.threads = 0  # >0: the readers are this many threads in this process
+        self.position = Position()
+        self.link = LoaderLink(self)
+        self.loop_thread: int | None = None  # the thread that drives a plain DataLoader
+        self.tail_floor = 0  # the pending tail's lower bound (sample), monotonic per iteration
+        self.initial_weights = initial_weights
+        self.log = WeightLog(initial_weights)
+
+    @property
+    def tracker(self) -> PositionTracker | None:
+        return self.position.tracker
+
+    @property
+    def bound(self) -> bool:
+        return self.position.tracker is not None
+
+    # -- binding ----------------------------------------------------------------------------
+    def bind(self, batch_size: int, num_workers: int, prefetch_factor: int | None,
+             batched: bool, *, loader: bool, threads: bool) -> None:
+        pos = self.position
+        with self.lock:
+            if pos.tracker is not None and (self.batch_size, self.num_workers) != (
+                    batch_size, num_workers):
+                if pos.consumed > 0:
+                    raise ValueError(f"this stream was loaded with batch_size={self.batch_size}, "
+                                     f"num_workers={self.num_workers}; it cannot change to "
+                                     f"{batch_size}, {num_workers} mid-run")
+                pos.tracker = None
+            self.batch_size, self.num_workers = batch_size, num_workers
+            self.threads = num_workers if threads else 0
+            self.prefetch_depth = 0 if num_workers == 0 else num_workers * (prefetch_factor or 2)
+            self.plan.batched = batched
+            self.plan.ring = self._make_ring(batch_size, num_workers, batched and not threads)
+            self.link.driven = loader
+            self.loop_thread = threading.get_ident()
+            # room for every change a worker may not have passed, plus changes scheduled ahead
+            need = self.prefetch_depth + 2
+            if self.max_pending is not None and self.max_pending < need:
+                raise ValueError(f"max_pending_weight_changes={self.max_pending} is below the "
+                                 f"loader's prefetch depth + 2 ({need}); raise it")
+            self.plan.channel.ensure_capacity(self.max_pending or self.prefetch_depth + 64)
+            self.refresh_topology()
+            if pos.tracker is None:
+                pos.tracker = self.new_tracker()
+            self.begin_iteration()
+
+    def _make_ring(self, batch_size: int, num_workers: int, batched: bool) -> BatchRing | None:
+        """Shared batch slots for worker processes, when every column has a fixed size."""
+        if not batched or num_workers == 0:
+            return None
+        fields = ring_layout(self.plan.schema, batch_size, self.plan.token_dtype)
+        if fields is None:
+            return None
+        slots = self.prefetch_depth + 2
+        ring = self.plan.ring
+        if ring is not None and ring.fields == fields and ring.slots >= slots:
+            return ring
+        if self.plan.channel.frozen:
+            raise RuntimeError("the stream's shared batch slots must change, but persistent "
+                               "DataLoader workers hold the old ones; create a new MixLoader")
+        return BatchRing(fields, slots)
+
+    def refresh_topology(self) -> None:
+        """Read rank and world size now; re-bind if this process delivered nothing since the
+        last bind/load (a checkpoint loaded before the process group existed is re-applied
+        under the true topology), else refuse."""
+        rank, world = resolve_topology(*self.fixed)
+        if (rank, world) == (self.rank, self.world_size):
+            return
+        pos = self.position
+        if not pos.fresh:
+            raise RuntimeError(
+                f"this stream was bound as rank {self.rank} of {self.world_size} but now runs as "
+                f"rank {rank} of {world} after delivering batches; initialise torch.distributed "
+                f"(or set RANK/WORLD_SIZE) before iterating, or pass rank=/world_size= to "
+                f"MixStream")
+        self.rank, self.world_size = rank, world
+        self.plan.rank, self.plan.world_size = rank, world
+        if pos.tracker is not None:
+            pos.replay_load()
+            pos.tracker = self.new_tracker()
+
+    def topology(self) -> Topology:
+        assert self.batch_size is not None
+        return Topology(self.batch_size, self.world_size, self.num_workers or 0)
+
+    def new_tracker(self) -> PositionTracker:
+        """A tracker at the position, from the loaded checkpoint if any (elastic if its
+        topology differs), else from the start."""
+        topo = self.topology()
+        pos = self.position
+        self.plan.batch_size, self.plan.num_workers = topo.batch_size, self.num_workers or 0
+        r, pos.resume = pos.resume, None
+        mix = r.mix if r is not None else MixCheckpoint.initial(self.log.entries[0].weights)
+        if r is None:
+            claims = ClaimBook(self.plan.geometry, topo.num_slots)
+        else:
+            claims = r.claim_book()
+            old = Topology(r.batch_size, r.world_size, r.num_workers)
+            if (old.batch_size, old.world_size, old.num_workers) != (
+                    topo.batch_size, topo.world_size, topo.num_workers):
+                claims = self._elastic(old, topo, claims)
+        tracker = PositionTracker(seed=self.plan.seed, block=self.plan.mix_block, topology=topo,
+                                  claims=claims, mix=mix, pending=self.log.after(mix.chunk_start),
+                                  batch=pos.consumed)
+        self.plan.channel.allocate_start(claims.num_slots, claims.queue_depth)
+        return tracker
+
+    def _elastic(self, old: Topology, new: Topology, claims: ClaimBook) -> ClaimBook:
+        """Resume a checkpoint under another topology (see ClaimBook.remap)."""
+        done = self.position.consumed * old.world_size * old.batch_size
+        step = new.world_size * new.batch_size
+        if done % step:
+            raise ValueError(f"the checkpoint stopped after {done} samples, which is not a whole "
+                             f"number of global batches of {new.world_size} ranks x batch_size "
+                             f"{new.batch_size}; keep the global batch size ({old.world_size} x "
+                             f"{old.batch_size}) or use one that divides {done}")
+        self.position.consumed = done // step
+        return claims.remap(new.num_slots)
+
+    # -- iterations -------------------------------------------------------------------------
+    def begin_iteration(self) -> None:
+        """Publish where the next iteration starts (before DataLoader workers (re)start)."""
+        with self.lock:
+            pos = self.position
+            if pos.tracker is None:
+                return
+            self.refresh_topology()
+            start = pos.trained_batches
+            pos.tracker.advance_to(start)
+            pos.consumed, pos.trained = start, None
+            walker = pos.tracker.walker
+            mix = walker.cursor.checkpoint()
+            self.plan.channel.write_start(start, mix, walker.claims)
+            self.tail_floor = mix.chunk_start + 1  # older entries are in the start checkpoint
+            self.plan.channel.write_tail([(e.from_sample, e.weights) for e in self.log.entries
+                                          if e.from_sample >= self.tail_floor])
+
+    def horizon(self) -> int:
+        """The first batch the loader cannot have requested yet."""
+        return self.position.consumed + self.prefetch_depth + (1 if self.link.in_next else 0)
+
+    # -- weights ----------------------------------------------------------------------------
+    def reset_log(self, w0: np.ndarray) -> None:
+        """A log holding only the initial weights ``w0`` (a new domain set, new initial
+        weights); a bound session restarts its tracker from them."""
+        self.initial_weights = w0
+        self.log = WeightLog(w0)
+        if self.position.tracker is not None:
+            self.position.tracker = self.new_tracker()
+            self.begin_iteration()
+
+    def place(self, w: np.ndarray, from_batch: int | None) -> int:
+        """Append ``w`` to the log at the first sample no reader can have produced (or at
+        ``from_batch``, checked) and publish it; returns that sample. Holds the lock."""
+        pos = self.position
+        if self.batch_size is None or pos.tracker is None:
+            raise ValueError("set_weights needs the batch size: use MixLoader, or pass "
+                             "batch_size= to MixStream and call stream.bind(...) first")
+        if not self.link.driven and self.loop_thread not in (None, threading.get_ident()):
+            raise RuntimeError("set_weights was called from another thread than the training "
+                               "loop of a plain DataLoader; the stream cannot know which "
+                               "batches that DataLoader already requested. Use MixLoader "
+                               "(safe from any thread) or call it from the loop")
+        horizon = self.horizon()
+        per_batch = self.world_size * self.batch_size
+        latest = self.log.latest.from_sample
+        if from_batch is None:
+            from_sample = max(horizon * per_batch, latest)
+        else:
+            if from_batch < horizon:
+                raise ValueError(f"from_batch={from_batch} may already be prefetched (fetched "
+                                 f"{pos.consumed} + prefetch depth {self.prefetch_depth}); "
+                                 f"use from_batch >= {horizon}")
+            from_sample = from_batch * per_batch
+            if from_sample < latest:
+                raise ValueError(f"from_batch={from_batch} is before the last weight change "
+                                 f"(sample {latest})")
+        # every entry a reader may not have seen: a reader last read the tail when it started
+        # its latest batch, which is at most ``readers`` behind the trainer, and must still walk
+        # other readers' batches after it (a floor at the trainer's position dropped entries a
+        # slow reader needed)
+        readers = max(1, self.num_workers or 0)
+        floor = max(self.tail_floor, max(0, pos.consumed - readers) * per_batch)
+        tail = [e for e in self.log.entries if e.from_sample >= floor
+                and e.from_sample != from_sample] + [LogEntry(from_sample, w)]
+        self.plan.channel.write_tail([(e.from_sample, e.weights) for e in tail])
+        self.tail_floor = floor  # never lower within an iteration: readers prune below it
+        self.log.append(from_sample, w)
+        pos.tracker.add_entry(from_sample, w)
+        if len(self.log) > 4 * self.plan.channel.capacity:
+            self._compact()
+        return from_sample
+
+    def _compact(self) -> None:
+        """Fold entries the tracker has passed into its mixture state (bounded memory/state)."""
+        tracker = self.position.tracker
+        assert tracker is not None
+        tracker.advance_to(self.position.trained_batches)
+        self.log.compact(tracker.walker.cursor.checkpoint().chunk_start)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def load(self, log: WeightLog, resume: Resume, consumed: int) -> None:
+        """Continue from a parsed checkpoint (see :mod:`mixstream.resume`)."""
+        self.log = log
+        self.position.load(resume, consumed)
+        if self.position.tracker is not None:  # already bound: rebuild (elastic if needed)
+            self.position.tracker = self.new_tracker()
+
+    def get_state(self) -> dict[str, Any]:
+        """Topology, position, retained weight log, mixture checkpoint and claim book at the
+        trained position. Holds the lock."""
+        tracker = self.position.tracker
+        if tracker is None:
+            raise RuntimeError("state_dict() needs the loader topology: use MixLoader, or call "
+                               "stream.bind(batch_size, num_workers) / stream.bind_loader(loader)")
+        self.refresh_topology()
+        tracker.advance_to(self.position.trained_batches)
+        walker = tracker.walker
+        mix = walker.cursor.checkpoint()
+        log = [e for e in self.log.entries if e.from_sample > mix.chunk_start]
+        log.insert(0, LogEntry(mix.entry_from, mix.entry_weights))
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            **self.position.get_state(),
+            "weight_log": [e.get_state() for e in log],
+            "weight_digest": self.log.digest,
+            "mix": mix.get_state(),
+            "claims": walker.claims.get_state(),
+        }
+
+    def realised_counts(self) -> np.ndarray | None:
+        """Global per-domain samples before the trained position (None if unbound)."""
+        tracker = self.position.tracker
+        if tracker is None:
+            return None
+        tracker.advance_to(self.position.trained_batches)
+        return tracker.realised_counts()
