@@ -121,7 +121,6 @@ class BlockCache:
         for sub in ("data", "tmp", "locks"):
             os.makedirs(os.path.join(root, sub), exist_ok=True)
         self.evicted = 0
-        self.over_limit = False  # set when pinned files alone exceed the limit
 
     def path(self, key: str) -> str:
         return os.path.join(self.root, "data", key)
@@ -226,7 +225,6 @@ class BlockCache:
                     total -= size
                     freed += size
                     self.evicted += 1
-            self.over_limit = total > self.limit
             return freed
         finally:
             os.close(fd)

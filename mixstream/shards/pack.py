@@ -65,7 +65,3 @@ def packed_table(rows: np.ndarray, column: str, mask_rows: np.ndarray | None = N
     if start_rows is not None:
         cols["document_ids"] = fixed_array(document_ids(start_rows))
     return pa.table(cols)
-
-
-def packed_schema(column: str, dtype: np.dtype, seq_len: int) -> pa.Schema:
-    return pa.schema([(column, pa.list_(pa.from_numpy_dtype(dtype), seq_len))])

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import SourceError
 
 __all__ = ["Block", "Column", "ColumnSpec", "Ragged", "Schema", "Source", "SourceError",
-           "block_len", "concat_blocks", "schema_of", "slice_block", "take", "take_column"]
+           "concat_blocks", "slice_block", "take_column"]
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,6 @@ class Source(ABC):
                 "schema": {k: [v.kind, v.dtype, v.width] for k, v in self.schema.items()}}
 
 
-def block_len(block: Block) -> int:
-    for col in block.values():
-        return len(col)
-    return 0
-
 
 def take_column(col: Column, idx: np.ndarray) -> Column:
     """Rows ``idx`` of a column, vectorised for arrays and ragged columns."""
@@ -145,9 +140,6 @@ def take_column(col: Column, idx: np.ndarray) -> Column:
         return Ragged(col.values[pos], new_off)
     return [col[int(i)] for i in idx]
 
-
-def take(block: Block, idx: np.ndarray) -> Block:
-    return {name: take_column(col, idx) for name, col in block.items()}
 
 
 def concat_blocks(blocks: list[Block]) -> Block:
@@ -181,21 +173,4 @@ def slice_block(block: Block, start: int, stop: int) -> Block:
             out[name] = Ragged(col.values, col.offsets[start : stop + 1])
         else:
             out[name] = col[start:stop]
-    return out
-
-
-def schema_of(block: Block) -> Schema:
-    """Infer the schema of a decoded block."""
-    out: Schema = {}
-    for name, col in block.items():
-        if isinstance(col, Ragged):
-            out[name] = ColumnSpec("ragged", col.values.dtype.name)
-        elif isinstance(col, np.ndarray):
-            if col.ndim == 2:
-                out[name] = ColumnSpec("fixed", col.dtype.name, int(col.shape[1]))
-            else:
-                out[name] = ColumnSpec("scalar", col.dtype.name)
-        else:
-            kind = type(col[0]).__name__ if col else "object"
-            out[name] = ColumnSpec("object", kind)
     return out
