@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # multi-GB CUDA build. Elsewhere: `make test TORCH=torch` takes whatever pip picks.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ test: setup
 lint: setup
 	$(BIN)/ruff check mixstream tests benchmarks tools
 	$(BIN)/mypy
+
+# The API reference from the docstrings (pdoc) into docs/api/ (not committed); fails on a pdoc
+# warning or a dangling docstring reference, as tests/test_api_docs.py does in `make test`.
+docs: setup
+	$(BIN)/python tools/api_docs.py docs/api
 
 bench: setup
 	bash benchmarks/run_all.sh
