@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .text import FORMATTER, plain
+
 
 def _run(args: argparse.Namespace) -> int:
     import torch
@@ -44,7 +46,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="uniform mixture vs FastMix/ADO/ODM on the sample corpus, "
-                              "paired seeds, with a 95 % CI", description=__doc__)
+                              "paired seeds, with a 95%% CI", description=plain(__doc__),
+                              formatter_class=FORMATTER)
     p.add_argument("--controller", choices=("fastmix", "ado", "odm"), default="fastmix")
     p.add_argument("--steps", type=int, default=300, help="training steps per run")
     p.add_argument("--seeds", type=int, default=5, help="paired seeds (uniform and controller)")

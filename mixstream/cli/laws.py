@@ -45,6 +45,8 @@ from mixstream.laws.mixture import LOG_C_GRID, LOG_K_GRID
 from mixstream.laws.scaling import SIZE_LAW, STEP_LAW, TOKENS_PER_STEP
 from mixstream.laws.table import parse_size
 
+from .text import FORMATTER, plain
+
 
 def _pairs(values: Sequence[str] | None, what: str) -> dict[str, float]:
     """``["a=0.5,b=0.5", "c=1"]`` -> ``{"a": 0.5, "b": 0.5, "c": 1.0}``."""
@@ -303,7 +305,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
 def add_parser(subparsers) -> None:
     """Register ``mixstream laws`` and its sub-commands."""
     laws = subparsers.add_parser("laws", help="fit Data Mixing Laws and propose a mixture",
-                                 description=__doc__.split("\n\n")[0])
+                                 description=plain(__doc__), formatter_class=FORMATTER)
     sub = laws.add_subparsers(dest="laws_command", metavar="SUBCOMMAND")
     laws.set_defaults(func=lambda args: (laws.print_help(), 2)[1])
 

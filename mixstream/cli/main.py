@@ -15,7 +15,10 @@ SUBCOMMAND_MODULES = ("mixstream.cli.plot", "mixstream.cli.laws", "mixstream.cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixstream", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mixstream", description="Mixture-aware streaming data loading for PyTorch "
+        "language-model training: plot a run's mixture, fit data mixing laws, run the demo. "
+        "Shards are written by mixstream-shard.")
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..observe import read_log
+from .text import FORMATTER, plain
 
 
 def mixture_series(recs: Sequence[dict], x: str = "step") -> tuple[list[str], np.ndarray,
@@ -119,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("plot", help="plot the mixture and per-domain losses of run logs",
-                              description=__doc__)
+                              description=plain(__doc__), formatter_class=FORMATTER)
     p.add_argument("logs", nargs="+", help="JSONL logs written by mixstream.observe.MixLogger")
     p.add_argument("-o", "--output", default="mix.png", help="image file (default mix.png)")
     p.add_argument("--x", choices=("step", "samples"), default="step",
