@@ -1,0 +1,469 @@
+"""The state round-trip harness (tests/state_harness.py) applied to every stateful component.
+
+Each component is driven through the state API it has: ``state_dict``/``load_state_dict`` for
+the stream, the loader, controllers, the logger and the stage plan; for the plan components the
+adapters below (``*_state`` / ``*_from``) use ``get_state``/``from_state`` when the class has
+them and the older ``to_json``/``from_json``/constructor recipe otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import domain_table, to_arrow
+from controller_fakes import FakeStream
+from state_harness import Stateful, check_state_round_trip, rounds
+
+from mixstream import MixLoader, MixStream
+from mixstream.checkpoint import to_plain
+from mixstream.controllers import ADO, ODM, Aioli, DoReMi, Schedule, StaticMixture, StepFeedback
+from mixstream.observe import MixLogger
+from mixstream.plan.claims import ClaimBook
+from mixstream.plan.mixture import MixCheckpoint, MixCursor
+from mixstream.plan.order import WindowGeometry
+from mixstream.plan.weights import LogEntry, WeightLog
+from mixstream.shards.writer import write_shards
+from mixstream.stages import Stage, StagePlan
+from mixstream.tracker import PositionTracker
+from mixstream.walker import Topology
+
+SIZES = {"a": 120, "b": 80, "c": 50}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("roundtrip")
+    out = {}
+    for i, (name, n) in enumerate(SIZES.items()):
+        write_shards(to_arrow(domain_table(i, n)), root / name, domain=name, rows_per_block=16,
+                     blocks_per_shard=2, token_column="input_ids")
+        out[name] = str(root / name)
+    return out
+
+
+def weights_for(step: int, d: int = 3) -> list[float]:
+    """Deterministic weights of a change made at ``step`` (one domain off now and then)."""
+    w = np.random.default_rng(step).uniform(0.1, 1.0, d)
+    if step % 4 == 0:
+        w[step % d] = 0.0
+    return w.tolist()
+
+
+# -- plan components: state adapters (get_state/from_state when the class has them) ---------------
+def log_state(log: WeightLog) -> Any:
+    return log.get_state() if hasattr(log, "get_state") else log.to_json()
+
+
+def log_from(state: Any, d: int = 3) -> WeightLog:
+    return WeightLog.from_state(state, d) if hasattr(WeightLog, "from_state") else \
+        WeightLog.from_json(state)
+
+
+def mix_state(ck: MixCheckpoint) -> Any:
+    return ck.get_state() if hasattr(ck, "get_state") else ck.to_json()
+
+
+def mix_from(state: Any, d: int = 3) -> MixCheckpoint:
+    return MixCheckpoint.from_state(state, d) if hasattr(MixCheckpoint, "from_state") else \
+        MixCheckpoint.from_json(state)
+
+
+def claims_state(book: ClaimBook) -> Any:
+    if hasattr(book, "get_state"):
+        return book.get_state()
+    return {k: v.tolist() for k, v in book.arrays().items()}
+
+
+def claims_from(state: Any, geometry: list) -> ClaimBook:
+    slots = len(state["held"])
+    if hasattr(ClaimBook, "from_state"):
+        return ClaimBook.from_state(state, geometry=geometry)
+    if hasattr(ClaimBook, "parse_state"):
+        return ClaimBook(geometry, slots, ClaimBook.parse_state(state, len(geometry), slots))
+    return ClaimBook(geometry, slots, {k: np.asarray(v) for k, v in state.items()})
+
+
+def geometry(d: int = 3) -> list:
+    sizes = [[7, 9, 5], [16, 4], [3, 3, 3, 3]]
+    return [WindowGeometry(np.array(sizes[i % 3]), 6, seed=5, domain=i, shuffle=True)
+            for i in range(d)]
+
+
+# -- WeightLog -------------------------------------------------------------------------------
+def weight_log_spec() -> Stateful[Any]:
+    class Box:
+        log = WeightLog(np.array([0.5, 0.25, 0.25]))
+
+    def step(box: Any) -> Any:
+        latest, n = box.log.latest.from_sample, len(box.log)
+        at = latest if (latest + n) % 3 == 0 else latest + 5 + n  # some replace the last entry
+        replaced = box.log.append(at, np.asarray(weights_for(at + n)) / sum(weights_for(at + n)))
+        return replaced, log_state(box.log)
+
+    def load(box: Any, state: Any) -> Any:
+        box.log = log_from(state)
+        return box
+
+    return Stateful(make=Box, step=step, get_state=lambda b: log_state(b.log), load=load)
+
+
+@rounds(max_k=8, max_m=8, examples=10)
+def test_weight_log(k, m):
+    check_state_round_trip(weight_log_spec(), k, m)
+
+
+# -- MixCursor / MixCheckpoint -------------------------------------------------------------------
+class CursorRun:
+    """A mixture cursor walked like the tracker walks it: a weight log, a position."""
+
+    def __init__(self, state: Any = None):
+        if state is None:
+            self.log = WeightLog(np.array([0.2, 0.5, 0.3]))
+            ck, self.pos = MixCheckpoint.initial(self.log.latest.weights), 0
+        else:
+            self.log, ck, self.pos = log_from(state["log"]), mix_from(state["mix"]), state["pos"]
+        pending = [(e.from_sample, e.weights) for e in self.log.entries
+                   if e.from_sample > ck.chunk_start]
+        self.cursor = MixCursor(3, 16, ck, pending, frontier=self.pos)
+
+    def state(self) -> dict:
+        return {"log": log_state(self.log), "mix": mix_state(self.cursor.checkpoint()),
+                "pos": self.pos}
+
+    def step(self) -> Any:
+        if (self.pos // 7) % 3 == 1:  # a change a little ahead, sometimes replacing the last
+            at = max(self.pos + 3 * (self.pos % 2), self.log.latest.from_sample)
+            w = np.asarray(weights_for(at)) / sum(weights_for(at))
+            self.log.append(at, w)
+            self.cursor.add_entry(at, w)
+        n = 5 + self.pos % 11
+        dom = self.cursor.domains(self.pos, self.pos + n)
+        self.pos += n
+        return dom, self.cursor.counts_at(self.pos)
+
+
+@rounds(max_k=10, max_m=10, examples=10)
+def test_mix_cursor_and_checkpoint(k, m):
+    check_state_round_trip(Stateful(make=CursorRun, step=CursorRun.step,
+                                    get_state=CursorRun.state,
+                                    load=lambda _, s: CursorRun(s)), k, m)
+
+
+# -- ClaimBook -----------------------------------------------------------------------------------
+class BookRun:
+    """A claim book served batch by batch (3 slots, epochs wrap, steals at epoch tails)."""
+
+    geo = geometry()
+
+    def __init__(self, state: Any = None):
+        self.t = 0 if state is None else state["t"]
+        self.book = ClaimBook(self.geo, 3) if state is None else claims_from(state["book"],
+                                                                              self.geo)
+
+    def state(self) -> dict:
+        return {"book": claims_state(self.book), "t": self.t}
+
+    def step(self) -> Any:
+        per = np.bincount(np.random.default_rng(self.t).integers(0, 3, 5), minlength=3)
+        out = self.book.serve_batch(self.t % 3, per)
+        self.t += 1
+        return out, self.book.served()
+
+
+@rounds(max_k=20, max_m=20, examples=10)
+def test_claim_book(k, m):
+    check_state_round_trip(Stateful(make=BookRun, step=BookRun.step, get_state=BookRun.state,
+                                    load=lambda _, s: BookRun(s)), k, m)
+
+
+# -- PositionTracker -----------------------------------------------------------------------------
+class TrackerRun:
+    """A trainer-side tracker (2 ranks x 2 workers) advanced step by step, with weight changes
+    placed a few batches ahead, rebuilt from its state the way the stream does it."""
+
+    topo = Topology(batch_size=4, world_size=2, num_workers=2)
+    geo = geometry()
+
+    def __init__(self, state: Any = None):
+        if state is None:
+            self.log = WeightLog(np.array([0.4, 0.4, 0.2]))
+            mix, book, batch = MixCheckpoint.initial(self.log.latest.weights), None, 0
+        else:
+            self.log, mix = log_from(state["log"]), mix_from(state["mix"])
+            book, batch = claims_from(state["claims"], self.geo), state["batch"]
+        pending = [(e.from_sample, e.weights) for e in self.log.entries
+                   if e.from_sample > mix.chunk_start]
+        self.tracker = PositionTracker(seed=9, block=16, topology=self.topo,
+                                       claims=book or ClaimBook(self.geo, self.topo.num_slots),
+                                       mix=mix, pending=pending, batch=batch)
+
+    def state(self) -> dict:
+        if hasattr(self.tracker, "get_state"):
+            return {"tracker": self.tracker.get_state(), "log": log_state(self.log)}
+        walker = self.tracker.walker
+        mix = walker.cursor.checkpoint()
+        log = WeightLog(mix.entry_weights)  # as the stream keeps it: the entry in force at the
+        log.entries = [LogEntry(mix.entry_from, mix.entry_weights)] + [  # chunk start, then later
+            e for e in self.log.entries if e.from_sample > mix.chunk_start]
+        return {"batch": self.tracker.batch, "mix": mix_state(mix),
+                "claims": claims_state(walker.claims), "log": log_state(log)}
+
+    def step(self) -> Any:
+        b = self.tracker.batch
+        if b % 3 == 0:
+            at = (b + 2) * self.topo.world_size * self.topo.batch_size
+            w = np.asarray(weights_for(at)) / sum(weights_for(at))
+            self.log.append(at, w)
+            self.tracker.add_entry(at, w)
+        self.tracker.advance_to(b + 1 + b % 2)
+        return self.tracker.batch, self.tracker.realised_counts()
+
+
+@rounds(max_k=8, max_m=8, examples=10)
+def test_position_tracker(k, m):
+    check_state_round_trip(Stateful(make=TrackerRun, step=TrackerRun.step,
+                                    get_state=TrackerRun.state,
+                                    load=lambda _, s: TrackerRun(s), exact_reload=False), k, m)
+
+
+# -- MixStream and MixLoader -------------------------------------------------------------------
+def stream_state(state: dict) -> dict:
+    """A stream/loader state without ``weight_digest``: loading re-hashes it (see
+    test_weight_digest_survives_load_then_save), everything else must round-trip exactly."""
+    return {k: v for k, v in state.items() if k != "weight_digest"}
+
+
+def record(batch: dict) -> Any:
+    return batch["index"], batch["domain"], batch["id"], batch["input_ids"][:, :3]
+
+
+class StreamRun:
+    """A MixStream read in the main process (``bind(batch_size, 0)``, no loader): the training
+    loop tells it the position, as with a plain DataLoader."""
+
+    def __init__(self, paths: dict[str, str]):
+        self.stream = MixStream(paths, weights=[0.5, 0.3, 0.2], seed=4, shuffle_window=24,
+                                mix_block=16)
+        self.stream.bind(4, 0)
+        self.it: Any = None
+
+    def step(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.stream)
+        batch = next(self.it)
+        self.stream.consumed_batches += 1
+        if self.stream.consumed_batches % 5 == 2:
+            self.stream.set_weights(weights_for(self.stream.consumed_batches))
+        return record(batch)
+
+    def load(self, state: Any) -> StreamRun:
+        self.stream.load_state_dict(state)
+        self.it = None
+        return self
+
+
+@rounds(max_k=25, max_m=20, examples=5)
+def test_mix_stream_main_process(k, m, tiny):
+    check_state_round_trip(Stateful(make=lambda: StreamRun(tiny), step=StreamRun.step,
+                                    get_state=lambda r: stream_state(r.stream.state_dict()),
+                                    load=StreamRun.load, exact_reload=False), k, m)
+
+
+def saved_after(run: StreamRun, k: int) -> dict:
+    for _ in range(k):
+        run.step()
+    return run.stream.state_dict()
+
+
+@pytest.mark.xfail(strict=True, reason="non-canonical state: a position at a mixing-chunk "
+                   "boundary (natural, or a weight entry starting there) is saved with the chunk "
+                   "before it; a loaded stream advances its cursor into the next chunk, so "
+                   "load -> save changes 'mix' (and trims 'weight_log'); equivalent, not equal")
+@pytest.mark.parametrize("k", [2, 4])  # 2: an entry starts at sample 8; 4: chunk end (16)
+def test_stream_state_is_canonical_at_a_chunk_boundary(tiny, k):
+    state = saved_after(StreamRun(tiny), k)
+    again = StreamRun(tiny).load(state).stream.state_dict()
+    assert again["mix"] == state["mix"] and again["weight_log"] == state["weight_log"]
+
+
+@pytest.mark.xfail(strict=True, reason="loading re-hashes 'weight_digest' "
+                   "(WeightLog(digest=...) seeds sha256 with the saved hex digest), so saving "
+                   "right after a load gives another digest for the same weight log")
+def test_weight_digest_survives_load_then_save(tiny):
+    state = saved_after(StreamRun(tiny), 3)
+    assert StreamRun(tiny).load(state).stream.state_dict()["weight_digest"] == \
+        state["weight_digest"]
+
+
+class LoaderRun:
+    """A MixLoader with ``workers`` worker processes (weight changes from the training loop)."""
+
+    def __init__(self, paths: dict[str, str], workers: int):
+        self.stream = MixStream(paths, weights=[0.5, 0.3, 0.2], seed=4, shuffle_window=24,
+                                mix_block=16)
+        self.loader = MixLoader(self.stream, batch_size=4, num_workers=workers)
+        self.it: Any = None
+
+    def step(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.loader)
+        batch = next(self.it)
+        if self.stream.consumed_batches % 5 == 2:
+            self.stream.set_weights(weights_for(self.stream.consumed_batches))
+        return record(batch)
+
+    def load(self, state: Any) -> LoaderRun:
+        self.close()
+        self.loader.load_state_dict(state)
+        return self
+
+    def close(self) -> None:
+        if self.it is not None:
+            shutdown = getattr(self.it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self.it = None
+
+
+def loader_spec(paths: dict[str, str], workers: int) -> Stateful[LoaderRun]:
+    return Stateful(make=lambda: LoaderRun(paths, workers), step=LoaderRun.step,
+                    get_state=lambda r: stream_state(r.loader.state_dict()), load=LoaderRun.load,
+                    close=LoaderRun.close, exact_reload=False)
+
+
+@rounds(max_k=25, max_m=20, examples=5)
+def test_mix_loader_main_process(k, m, tiny):
+    check_state_round_trip(loader_spec(tiny, 0), k, m)
+
+
+@rounds(max_k=12, max_m=10, examples=2)
+def test_mix_loader_two_workers(k, m, tiny):
+    check_state_round_trip(loader_spec(tiny, 2), k, m)
+
+
+# -- controllers (on the controllers' FakeStream) and their observer ----------------------------
+D3 = ["a", "b", "c"]
+
+
+def losses(step: int, ids: torch.Tensor) -> dict:
+    g = torch.Generator().manual_seed(step)
+    base = torch.tensor([1.0 + 3 / (step + 1) ** 0.5, 2.0, 2.5 + 1 / (step + 1)], dtype=torch.float64)
+    return {"loss": base[ids] * (1 + 0.05 * torch.rand(len(ids), generator=g, dtype=torch.float64))}
+
+
+def doremi_losses(step: int, ids: torch.Tensor) -> dict:
+    g = torch.Generator().manual_seed(step)
+    loss = torch.rand(len(ids), 4, generator=g, dtype=torch.float64) + ids[:, None]
+    return {"loss": loss, "ref_loss": torch.rand(len(ids), 4, generator=g, dtype=torch.float64) + 1}
+
+
+def aioli(stream: FakeStream) -> Aioli:
+    def validate() -> dict[str, float]:  # deterministic in the position, so a resume replays it
+        n = stream.consumed_samples
+        return {"a": 5 - 1e-3 * n, "b": 5 - 2e-3 * n ** 0.9, "c": 5 - 1e-4 * n}
+    return Aioli(stream, validate=validate, update_steps=20, lp_rounds=1, lp_steps=2,
+                 one_hot_factor=0.7)
+
+
+CONTROLLERS = {
+    "static": (lambda s: StaticMixture(s, [0.2, 0.3, 0.5]), losses),
+    "schedule": (lambda s: Schedule(s, [(0, [0.6, 0.2, 0.2]), (12, [0.1, 0.1, 0.8])],
+                                    interpolate="linear", every=3), losses),
+    "odm": (lambda s: ODM(s, warmup=4), losses),
+    "doremi": (lambda s: DoReMi(s), doremi_losses),
+    "aioli": (aioli, losses),
+    "ado": (lambda s: ADO(s, update_interval=5, start_step=8, ignore_steps=2, smoothing_window=5,
+                          subsample=1), losses),
+}
+
+
+class ControlRun:
+    """A controller fed step by step; its state and the fake stream's position and log."""
+
+    def __init__(self, name: str):
+        self.stream = FakeStream(D3, lag=16, seed=3)
+        make, self.loss_fn = CONTROLLERS[name]
+        self.ctrl = make(self.stream)
+        self.ctrl.observer = MixLogger()
+
+    def step(self) -> Any:
+        ids = self.stream.next_batch()
+        self.ctrl.feedback(ids, **self.loss_fn(self.stream.consumed_batches, ids))
+        lw = self.ctrl.loss_weights()
+        return self.ctrl.weight_vector, None if lw is None else sorted(lw.items()), self.stream.log
+
+    def state(self) -> dict:
+        return to_plain(self.stream.state_dict())  # the fake's log holds tuples
+
+    def load(self, state: Any) -> ControlRun:
+        self.stream.load_state_dict(state)  # and the attached controller's
+        return self
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLLERS))
+@rounds(max_k=25, max_m=20, examples=3)
+def test_controller(k, m, name):
+    check_state_round_trip(Stateful(make=lambda: ControlRun(name), step=ControlRun.step,
+                                    get_state=ControlRun.state, load=ControlRun.load), k, m)
+
+
+class LoggerRun:
+    def __init__(self) -> None:
+        self.log = MixLogger(log_every=3, ema=0.8)
+        self.seen: list = []
+        self.log.hooks.append(self.seen.append)
+        self.t = 0
+
+    def step(self) -> Any:
+        rng = np.random.default_rng(self.t)
+        counts = np.bincount(rng.integers(0, 3, 8), minlength=3).astype(np.float64)
+        counts[self.t % 3] = 0  # an absent domain keeps its EMA
+        loss = counts * rng.uniform(1, 3, 3)
+        self.t += 1
+        fb = StepFeedback(self.t, counts, counts, loss, loss, np.zeros(3))
+        self.log.on_step(self.t, 8 * self.t, D3, fb)
+        return dict(self.log.loss_ema)
+
+    def state(self) -> dict:
+        return {"logger": self.log.state_dict(), "t": self.t}
+
+    def load(self, state: Any) -> LoggerRun:
+        self.log.load_state_dict(state["logger"])
+        self.t = state["t"]
+        return self
+
+
+@rounds(max_k=10, max_m=10, examples=6)
+def test_mix_logger(k, m):
+    check_state_round_trip(Stateful(make=LoggerRun, step=LoggerRun.step, get_state=LoggerRun.state,
+                                    load=LoggerRun.load), k, m)
+
+
+# -- StagePlan ---------------------------------------------------------------------------------
+class StagesRun(LoaderRun):
+    """Three stages (steps, tokens, open-ended with a controller) over a MixLoader."""
+
+    def __init__(self, paths: dict[str, str]):
+        super().__init__(paths, 0)
+        self.plan = StagePlan(self.stream, [
+            Stage("warm", steps=6, weights={"a": 1.0}),
+            Stage("mid", tokens=10 * 4 * 16, weights={"a": 0.2, "b": 0.8}),
+            Stage("late", controller=lambda s: StaticMixture(s, {"a": 0.1, "b": 0.1, "c": 0.8})),
+        ])
+
+    def step(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.loader)
+        batch = next(self.it)
+        return record(batch), self.plan.index, self.plan.start, self.plan.tokens
+
+
+@rounds(max_k=25, max_m=15, examples=5)
+def test_stage_plan(k, m, tiny):
+    check_state_round_trip(Stateful(make=lambda: StagesRun(tiny), step=StagesRun.step,
+                                    get_state=lambda r: stream_state(r.loader.state_dict()),
+                                    load=StagesRun.load, close=StagesRun.close,
+                                    exact_reload=False), k, m)
