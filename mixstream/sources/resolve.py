@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MixstreamError, SourceError
+from ..errors import MixstreamError, RemoteError, SourceError
 from ..remote.config import RemoteConfig
 from . import hf
 from .base import Block, Schema, Source
@@ -39,7 +39,11 @@ def open_source(spec: Any, remote: RemoteConfig | None = None, verify: bool = Tr
 def _in_domain(name: str, e: MixstreamError) -> MixstreamError:
     """The same kind of error (a SourceError stays a ValueError, a RemoteError an OSError),
     its message prefixed with the domain."""
-    return type(e)(f"domain {name!r}: {e}")
+    msg = f"domain {name!r}: {e}"
+    try:
+        return type(e)(msg)
+    except TypeError:  # a subclass with another signature: keep the kind, lose the subclass
+        return RemoteError(msg) if isinstance(e, OSError) else SourceError(msg)
 
 
 class Domain:
