@@ -8,7 +8,8 @@ attached with forward hooks only while it is used (:meth:`LoRAAdapter.attached`)
 model's modules and parameters are never replaced or modified.
 
 Deviation from OP-Mix (which uses peft): peft is not required. peft's adapters on ``nn.Linear``
-compute the same function; this implementation avoids pulling transformers/accelerate into a
+compute the same function (same outputs, gradients, merged weights, dropout masks and initial
+distribution: ``tests/test_lora_peft.py`` puts both on the same layers); this implementation avoids pulling transformers/accelerate into a
 data-loading library and keeps the merged weight delta ``ΔW = scaling · B A`` explicit, which is
 what OP-Mix interpolates.
 """
