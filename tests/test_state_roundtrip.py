@@ -12,9 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import test_acodm as acodm_t  # their fakes: inputs and models the controllers' own tests use
+import test_fastmix as fastmix_t
+import test_opmix as opmix_t
 import torch
 from conftest import domain_table, to_arrow
 from controller_fakes import FakeStream
+from controller_harness import const_losses
 from state_harness import Stateful, check_state_round_trip, rounds
 
 from mixstream import MixLoader, MixStream
@@ -380,12 +384,58 @@ CONTROLLERS = {
 }
 
 
+def acodm() -> tuple:
+    from mixstream.controllers import ACODM
+
+    return D3, lambda s: ACODM(s, total_steps=60, warmup=5, n_norms=2, **acodm_t.SMALL), \
+        acodm_t.fake_inputs
+
+
+def fastmix() -> tuple:
+    from mixstream.controllers import FastMix
+    from mixstream.model import ModelContext
+
+    torch.manual_seed(0)
+    D, make_batch, mse = fastmix_t.D, fastmix_t.make_batch, fastmix_t.mse
+    model = fastmix_t.Head()  # shared by the runs, as a trainer's model (FastMix only reads it)
+    val = [make_batch(torch.zeros(8, dtype=torch.long), 10_000 + i) for i in range(3)]
+
+    def loss_fn(step: int, ids: torch.Tensor) -> dict:
+        batch = make_batch(ids, step)
+        return {"loss": mse(model, batch).detach(), "batch": batch}
+
+    return D, lambda s: FastMix(s, ctx=ModelContext(model, mse, D), val_batches=val,
+                                every=3), loss_fn
+
+
+def opmix() -> tuple:
+    from mixstream.controllers import OPMix
+    from mixstream.model import ModelContext
+
+    D, make, mse = opmix_t.D, opmix_t.make, opmix_t.mse
+
+    def ctrl(stream: FakeStream) -> OPMix:
+        torch.manual_seed(0)
+        val = {d: [make(k, 16, 7 + k)] for k, d in enumerate(D)}
+        return OPMix(stream, ctx=ModelContext(opmix_t.Net(), mse, D), train_batches=opmix_t.mixed,
+                     val_batches=val, lora_steps=10, lora_lr=0.05, rank=2, alpha=2,
+                     dropout=0.0, proxy_count=4, fit_steps=3, phases=[2, 5])
+
+    return D, ctrl, const_losses([1.0, 2.0])
+
+
+MODEL_AWARE = {"acodm": acodm, "fastmix": fastmix, "opmix": opmix}
+
+
 class ControlRun:
     """A controller fed step by step; its state and the fake stream's position and log."""
 
     def __init__(self, name: str):
-        self.stream = FakeStream(D3, lag=16, seed=3)
-        make, self.loss_fn = CONTROLLERS[name]
+        if name in CONTROLLERS:
+            (make, self.loss_fn), domains = CONTROLLERS[name], D3
+        else:
+            domains, make, self.loss_fn = MODEL_AWARE[name]()
+        self.stream = FakeStream(domains, lag=16, seed=3)
         self.ctrl = make(self.stream)
         self.ctrl.observer = MixLogger()
 
@@ -406,6 +456,13 @@ class ControlRun:
 @pytest.mark.parametrize("name", sorted(CONTROLLERS))
 @rounds(max_k=25, max_m=20, examples=3)
 def test_controller(k, m, name):
+    check_state_round_trip(Stateful(make=lambda: ControlRun(name), step=ControlRun.step,
+                                    get_state=ControlRun.state, load=ControlRun.load), k, m)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_AWARE))
+@rounds(max_k=8, max_m=6, examples=2)
+def test_model_aware_controller(k, m, name):
     check_state_round_trip(Stateful(make=lambda: ControlRun(name), step=ControlRun.step,
                                     get_state=ControlRun.state, load=ControlRun.load), k, m)
 
