@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 # module name -> sub-command(s) it registers
 SUBCOMMAND_MODULES = ("mixstream.cli.plot", "mixstream.cli.laws", "mixstream.cli.demo")
+
+
+def package_version() -> str:
+    """The installed distribution's version (the CLI is the top layer: it does not import the
+    package root for ``mixstream.__version__``, which pyproject.toml's version equals)."""
+    return importlib.metadata.version("mixstream")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,9 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mixstream", description="Mixture-aware streaming data loading for PyTorch "
         "language-model training: plot a run's mixture, fit data mixing laws, run the demo. "
         "Shards are written by mixstream-shard.")
-    from .. import __version__
-
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:

@@ -100,7 +100,7 @@ def build(workdir: str | Path, *, corpus: str | Path | None = None, vocab_size: 
     simplest case where the mixture matters. They have no validation rows (the demo's target is
     the mean validation loss over the real domains).
     """
-    from mixstream import write_shards
+    from ..shards.writer import write_shards
 
     files = corpus_files(corpus)
     texts = {d: read_texts(p) for d, p in files.items()}

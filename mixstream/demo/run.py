@@ -126,7 +126,8 @@ def _lr_schedule(lr: float, warmup: int, total: int) -> Callable[[torch.optim.Op
 def run_one(cfg: DemoConfig, data: DemoData, name: str, seed: int,
             say: Callable[[str], None], dev: dict[str, Any] | None = None) -> RunResult:
     """Train one model for ``cfg.steps`` steps from seed ``seed``; validate ``cfg.evals`` times."""
-    from mixstream import MixLoader, MixStream
+    from ..loader import MixLoader
+    from ..stream import MixStream
 
     torch.manual_seed(seed)
     model = TinyGPT(GPTConfig(vocab_size=data.vocab_size, seq_len=cfg.seq_len, **cfg.model))

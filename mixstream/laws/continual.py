@@ -12,13 +12,24 @@ continual training) has a closed form. For two domains this is
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 
-from mixstream.laws.mixture import MixtureLawParams
+
+class ExplicitLawParams(Protocol):
+    """The explicit law's parameters (:class:`~mixstream.laws.mixture.MixtureLawParams` has
+    them; a protocol, so that this module sits below ``mixture``, which calls it)."""
+
+    @property
+    def log_c(self) -> np.ndarray: ...  # [K]
+    @property
+    def log_k(self) -> np.ndarray: ...  # [K]
+    @property
+    def t(self) -> np.ndarray: ...  # [K, M]
 
 
-def critical_proportion(params: MixtureLawParams, val_index: int, original_index: int,
+def critical_proportion(params: ExplicitLawParams, val_index: int, original_index: int,
                         target_loss: float, new_mixture: np.ndarray | None = None) -> float:
     """Proportion ``p`` of the original domain at which ``L_val(r(p)) = target_loss``.
 

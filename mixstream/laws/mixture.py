@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mixstream.laws.continual import critical_proportion
 from mixstream.laws.huber_lbfgs import fit_huber_lbfgs
 from mixstream.laws.propose import propose_mixture
 from mixstream.laws.table import SUM_TOLERANCE  # one rule for the API, the CSV and the CLI
@@ -342,7 +343,6 @@ class DataMixingLaw:
                             new_mixture: Mapping[str, float] | Sequence[float] | None = None
                             ) -> float:
         """:func:`~mixstream.laws.continual.critical_proportion` by domain name."""
-        from mixstream.laws.continual import critical_proportion
         for name, seq in ((val_domain, self.val_domains), (original, self.train_domains)):
             if name not in seq:
                 raise ValueError(f"unknown domain {name!r}; known: {list(seq)}")
