@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .session import Session
+
+class _Session(Protocol):
+    """What the link needs of the session (the session owns the link: no import upward)."""
+
+    lock: Any
+    position: Any
+    plan: Any
+
+    def begin_iteration(self) -> None: ...
 
 
 class LoaderLink:
     """Flags and calls between one session and its loader; every change holds the lock."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: _Session):
         self._session = session
         self.driven = False  # bound by a MixLoader (which counts batches)
         self.iterating = False  # the loader is creating its iterator (workers carry this)

@@ -78,6 +78,29 @@ class ReaderPlan:
         return np.array([d.num_samples for d in self.domains], np.int64)
 
 
+def check_driver(driven: bool, iterating: bool) -> None:
+    """A MixLoader-driven stream must not be iterated by another loader."""
+    if driven and not iterating:
+        raise RuntimeError(
+            "this MixStream is driven by a MixLoader but is being iterated by another "
+            "DataLoader (e.g. accelerate's skip_first_batches or a Trainer building its own "
+            "loader): that loader would re-batch or skip data behind the stream's back. "
+            "Iterate the MixLoader itself; to resume, load_state_dict() instead of skipping "
+            "batches (mixstream.integrations do this for HF Trainer and Lightning)")
+
+
+def check_workers(plan: ReaderPlan, workers: int | None) -> None:
+    """The readers must be the ones bound: ``workers`` DataLoader workers, or (None) the main
+    process of a stream bound without workers."""
+    if workers is not None and plan.num_workers != workers:
+        raise RuntimeError(f"MixStream is bound to num_workers={plan.num_workers} but runs in "
+                           f"a DataLoader with {workers} workers; use MixLoader, or call "
+                           f"stream.bind_loader(loader) before iterating")
+    if workers is None and plan.num_workers > 1:
+        raise RuntimeError(f"MixStream bound to num_workers={plan.num_workers} iterated in the "
+                           f"main process; use a DataLoader with num_workers={plan.num_workers}")
+
+
 def produce(plan: ReaderPlan, worker: int, num: int, ring: BatchRing | None = None
             ) -> Iterator[Any]:
     """Batches (or samples) of reader ``worker`` of ``num``: this rank's batches

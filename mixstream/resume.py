@@ -25,6 +25,7 @@ from .checkpoint import (
     require,
     units_digest,
 )
+from .config import Settings
 from .corpus import Corpus, fingerprint
 from .plan.claims import ClaimBook, blank_arrays
 from .plan.mixture import MixCheckpoint, MixCursor, rebase
@@ -34,16 +35,6 @@ from .plan.weights import LogEntry, WeightLog
 from .position import Resume
 from .sources.resolve import Domain
 from .walker import Topology
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What must match between a checkpoint and the stream loading it."""
-
-    seed: int
-    mix_block: int
-    shuffle: bool
-    on_exhausted: str
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .channel import WeightChannel
 from .link import LoaderLink
 from .plan.claims import ClaimBook
 from .plan.mixture import MixCheckpoint
@@ -26,6 +27,8 @@ from .plan.weights import LogEntry, WeightLog
 from .position import Position, Resume
 from .reading import ReaderPlan
 from .ring import BatchRing, ring_layout
+from .sources.base import Schema
+from .sources.resolve import Domain
 from .topology import resolve_topology
 from .tracker import PositionTracker
 from .walker import Topology
@@ -188,6 +191,18 @@ class Session:
         return self.position.consumed + self.prefetch_depth + (1 if self.link.in_next else 0)
 
     # -- weights ----------------------------------------------------------------------------
+    def install(self, domains: list[Domain], schema: Schema, union_schema: Schema,
+                windows: list[int], initial_weights: np.ndarray) -> None:
+        """Readers get a new domain set (construction, a domain-set change)."""
+        plan = self.plan
+        plan.domains, plan.schema, plan.union_schema = domains, schema, union_schema
+        plan.windows, plan.segments, plan._geometry = windows, None, None
+        if plan.channel.num_domains != len(domains):
+            plan.channel = WeightChannel(len(domains), plan.channel.capacity)
+            if self.num_workers is not None:
+                plan.channel.allocate_start(1, 1)
+        self.reset_log(initial_weights)
+
     def reset_log(self, w0: np.ndarray) -> None:
         """A log holding only the initial weights ``w0`` (a new domain set, new initial
         weights); a bound session restarts its tracker from them."""
@@ -264,7 +279,7 @@ class Session:
         self.refresh_topology()
         tracker.advance_to(self.position.trained_batches)
         walker = tracker.walker
-        mix = walker.cursor.checkpoint()
+        mix = walker.cursor.checkpoint(at=tracker.batch * self.world_size * (self.batch_size or 0))
         log = [e for e in self.log.entries if e.from_sample > mix.chunk_start]
         log.insert(0, LogEntry(mix.entry_from, mix.entry_weights))
         return {

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -29,19 +29,35 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .attachments import Attachments
 from .channel import WeightChannel
 from .checkpoint import STATE_VERSION, to_plain
+from .config import Settings, check_args
 from .corpus import Corpus
 from .link import LoaderLink
 from .plan.weights import WeightsLike, normalize_weights
-from .reading import ReaderPlan, produce
+from .reading import ReaderPlan, check_driver, check_workers, produce
 from .remote.config import RemoteConfig
-from .resume import Settings, restore
+from .resume import restore
 from .session import Session
 from .sources.base import Schema
 from .sources.resolve import Domain
+from .topology import check_ranks_agree
 
-ON_EXHAUSTED = ("restart", "stop")
 UNBOUND_BATCH = 32  # internal batch of a stream iterated without a loader (yields samples)
 log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+class _Field(Generic[T]):
+    """A read-only attribute of one of the stream's parts (the facade owns no state)."""
+
+    def __init__(self, part: str, name: str, doc: str | None = None):
+        self.part, self.name, self.__doc__ = part, name, doc
+
+    def __get__(self, obj: Any, owner: Any = None) -> T:
+        if obj is None:  # the class attribute (documentation tools)
+            return self  # type: ignore[return-value]
+        return getattr(getattr(obj, self.part), self.name)
 
 
 class MixStream(IterableDataset):
@@ -106,7 +122,7 @@ class MixStream(IterableDataset):
         remote_concurrency: int = 4,
     ):
         super().__init__()
-        _check_args(domains, on_exhausted, shuffle_window, token_dtype, max_pending_weight_changes)
+        check_args(domains, on_exhausted, shuffle_window, token_dtype, max_pending_weight_changes)
         self._remote = remote or RemoteConfig(cache_dir=cache_dir,
                                               cache_limit_bytes=cache_limit_bytes,
                                               concurrency=remote_concurrency)
@@ -142,69 +158,32 @@ class MixStream(IterableDataset):
     def _install(self, doms: list[Domain], weights: WeightsLike | None) -> None:
         """Make ``doms`` this stream's domains (construction, and a domain-set change)."""
         corpus = self._make_corpus(doms)
-        self._corpus = corpus
-        self.domains = list(corpus.names)
-        plan = self._plan
-        plan.domains, plan.schema, plan.union_schema = corpus.domains, corpus.schema, \
-            corpus.union_schema
-        plan.windows, plan.segments, plan._geometry = corpus.windows, None, None
-        if plan.channel.num_domains != len(doms):
-            plan.channel = WeightChannel(len(doms), plan.channel.capacity)
-            if self._session.num_workers is not None:
-                plan.channel.allocate_start(1, 1)
+        self._corpus, self.domains = corpus, list(corpus.names)
         w0 = (np.full(len(doms), 1.0 / len(doms)) if weights is None
               else normalize_weights(weights, self.domains))
-        self._session.reset_log(w0)
+        self._session.install(corpus.domains, corpus.schema, corpus.union_schema, corpus.windows,
+                              w0)
 
-    # -- settings and topology --------------------------------------------------------------
-    @property
-    def seed(self) -> int:
-        return self._plan.seed
-
-    @property
-    def shuffle(self) -> bool:
-        return self._plan.shuffle
-
-    @property
-    def mix_block(self) -> int:
-        return self._plan.mix_block
-
-    @property
-    def on_exhausted(self) -> str:
-        return self._plan.on_exhausted
+    # -- settings (the reader plan's) and topology (the session's) ----------------------------
+    seed: _Field[int] = _Field("_plan", "seed")
+    shuffle: _Field[bool] = _Field("_plan", "shuffle")
+    mix_block: _Field[int] = _Field("_plan", "mix_block")
+    on_exhausted: _Field[str] = _Field("_plan", "on_exhausted")
+    schema: _Field[Schema] = _Field("_plan", "schema")
+    batched: _Field[bool] = _Field("_plan", "batched")
+    num_workers: _Field[int | None] = _Field("_session", "num_workers")
+    prefetch_depth: _Field[int] = _Field("_session", "prefetch_depth",
+                                         "batches the loader may have requested beyond the fetched")
+    rank: _Field[int] = _Field("_session", "rank")
+    world_size: _Field[int] = _Field("_session", "world_size")
 
     @property
     def windows(self) -> list[int]:
         return list(self._plan.windows)
 
     @property
-    def schema(self) -> Schema:
-        return self._plan.schema
-
-    @property
-    def batched(self) -> bool:
-        return self._plan.batched
-
-    @property
     def batch_size(self) -> int | None:
         return self._session.batch_size or self._batch_size
-
-    @property
-    def num_workers(self) -> int | None:
-        return self._session.num_workers
-
-    @property
-    def prefetch_depth(self) -> int:
-        """Batches the loader may have requested beyond the fetched ones."""
-        return self._session.prefetch_depth
-
-    @property
-    def rank(self) -> int:
-        return self._session.rank
-
-    @property
-    def world_size(self) -> int:
-        return self._session.world_size
 
     @property
     def link(self) -> LoaderLink:
@@ -417,7 +396,7 @@ class MixStream(IterableDataset):
                                   (self._plan.segments or self._plan.default_segments())],
                      **session, "attached": self._attached.get_state()}
         if check_ranks and self.world_size > 1:
-            _check_ranks_agree(str(state["weight_digest"]), int(state["consumed_batches"]))
+            check_ranks_agree(str(state["weight_digest"]), int(state["consumed_batches"]))
         return to_plain(state)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -462,37 +441,23 @@ class MixStream(IterableDataset):
     # -- iteration (runs in each DataLoader worker, or in the main process) ------------------
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        session = self._session
-        driven, iterating = ((session.link.driven, session.link.iterating) if session is not None
-                             else self._worker_flags)
-        if driven and not iterating:
-            raise RuntimeError(
-                "this MixStream is driven by a MixLoader but is being iterated by another "
-                "DataLoader (e.g. accelerate's skip_first_batches or a Trainer building its own "
-                "loader): that loader would re-batch or skip data behind the stream's back. "
-                "Iterate the MixLoader itself; to resume, load_state_dict() instead of skipping "
-                "batches (mixstream.integrations do this for HF Trainer and Lightning)")
-        plan = self._plan
-        if info is None:
-            if session is None:
-                raise RuntimeError("a pickled MixStream copy cannot be iterated outside a worker")
-            if not session.bound:  # no loader: yield samples, as every dataset does
-                self.bind(self.batch_size or UNBOUND_BATCH, 0, batched=False)
-            elif not iterating:  # (MixLoader published the start just before)
-                session.begin_iteration()
-            if session.threads:
-                return self._threaded()
-            worker, num = 0, 1
-        else:
-            worker, num = info.id, info.num_workers
-            if plan.num_workers != num:
-                raise RuntimeError(f"MixStream is bound to num_workers={plan.num_workers} but runs "
-                                   f"in a DataLoader with {num} workers; use MixLoader, or call "
-                                   f"stream.bind_loader(loader) before iterating")
-        if num != max(1, plan.num_workers):
-            raise RuntimeError(f"MixStream bound to num_workers={plan.num_workers} iterated in the "
-                               f"main process; use a DataLoader with num_workers={plan.num_workers}")
-        return produce(plan, worker, num, ring=plan.ring if info is not None else None)
+        session, plan = self._session, self._plan
+        driven, iterating = (session.link.driven, session.link.iterating) if session is not None \
+            else self._worker_flags
+        check_driver(driven, iterating)
+        if info is not None:  # a DataLoader worker
+            check_workers(plan, info.num_workers)
+            return produce(plan, info.id, info.num_workers, ring=plan.ring)
+        if session is None:
+            raise RuntimeError("a pickled MixStream copy cannot be iterated outside a worker")
+        if not session.bound:  # no loader: yield samples, as every dataset does
+            self.bind(self.batch_size or UNBOUND_BATCH, 0, batched=False)
+        elif not iterating:  # (MixLoader published the start just before)
+            session.begin_iteration()
+        if session.threads:
+            return self._threaded()
+        check_workers(plan, None)
+        return produce(plan, 0, 1)
 
     def _threaded(self) -> Iterator[dict]:
         from .batching import split_samples
@@ -511,34 +476,3 @@ class MixStream(IterableDataset):
     def __repr__(self) -> str:
         w = ", ".join(f"{k}: {v:.3g}" for k, v in self.weights.items())
         return f"MixStream({len(self.domains)} domains, weights {{{w}}}, seed={self.seed})"
-
-
-def _check_args(domains: Any, on_exhausted: str, shuffle_window: int, token_dtype: Any,
-                max_pending: int | None) -> None:
-    if not isinstance(domains, Mapping) or not domains:
-        raise ValueError("domains must be a non-empty mapping {name: path or source}")
-    for name in domains:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"domain names must be non-empty strings, got {name!r}")
-    if on_exhausted not in ON_EXHAUSTED:
-        raise ValueError(f"on_exhausted must be one of {ON_EXHAUSTED}, got {on_exhausted!r}")
-    if shuffle_window < 1:
-        raise ValueError(f"shuffle_window must be >= 1, got {shuffle_window}")
-    if token_dtype is not None and not isinstance(token_dtype, torch.dtype):
-        raise ValueError(f"token_dtype must be a torch.dtype or None, got {token_dtype!r}")
-    if max_pending is not None and max_pending < 2:
-        raise ValueError(f"max_pending_weight_changes must be >= 2, got {max_pending}")
-
-
-def _check_ranks_agree(digest: str, batch: int) -> None:
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    mine = (digest, batch)
-    everyone: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
-    if any(x != everyone[0] for x in everyone):
-        raise RuntimeError(
-            f"ranks disagree on the stream's weight log or position ({everyone}); every rank must "
-            f"make the same set_weights calls at the same steps (controllers all-reduce their "
-            f"feedback for this) — a change on one rank only makes ranks repeat samples")

@@ -10,6 +10,7 @@ and accelerate set before the script starts.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -39,3 +40,19 @@ def _env_int(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def check_ranks_agree(digest: str, batch: int) -> None:
+    """Under torch.distributed, every rank must hold the same weight log and position (a
+    collective: every rank calls it at a checkpoint)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    mine = (digest, batch)
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    if any(x != everyone[0] for x in everyone):
+        raise RuntimeError(
+            f"ranks disagree on the stream's weight log or position ({everyone}); every rank must "
+            f"make the same set_weights calls at the same steps (controllers all-reduce their "
+            f"feedback for this) — a change on one rank only makes ranks repeat samples")

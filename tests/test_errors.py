@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -134,6 +135,7 @@ def test_late_weight_change_in_a_worker_raises_not_diverges(tmp_path):
     loader = MixLoader(stream, batch_size=4, num_workers=1, prefetch_factor=4)
     it = iter(loader)
     next(it)
+    time.sleep(1.0)  # the worker runs ahead to its prefetch depth (else sample 4 is not late yet)
     stream._plan.channel.write_tail([(4, np.array([1.0, 0.0]))])  # sample 4 is already produced
     with pytest.raises(RuntimeError, match=r"weight change for sample 4 arrived after"):
         for _ in range(10):

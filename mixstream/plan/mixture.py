@@ -184,7 +184,13 @@ class MixCursor:
     def weights(self) -> np.ndarray:
         return self._ew
 
-    def checkpoint(self) -> MixCheckpoint:
+    def checkpoint(self, at: int | None = None) -> MixCheckpoint:
+        """The cursor's state; ``at``: first advance to the chunk holding sample ``at`` (a
+        position at a chunk's end is saved as the next chunk's start, as loading it puts it:
+        one position, one state)."""
+        if at is not None:
+            self._advance(at)
+            self.frontier = max(self.frontier, at)
         return MixCheckpoint(self._cs, self._counts.copy(), self._efrom, self._ew.copy(),
                              self._eT0.copy(), self._ebase.copy())
 

@@ -81,6 +81,7 @@ class WeightLog:
         w0 = np.asarray(initial, dtype=np.float64)
         self.entries: list[LogEntry] = entries or [LogEntry(0, w0)]
         self._digest = hashlib.sha256(w0.tobytes() if digest is None else digest.encode())
+        self._loaded = digest  # a loaded digest stands as it is until the next append
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -91,7 +92,7 @@ class WeightLog:
 
     @property
     def digest(self) -> str:
-        return self._digest.hexdigest()
+        return self._loaded if self._loaded is not None else self._digest.hexdigest()
 
     def append(self, from_sample: int, weights: np.ndarray) -> bool:
         """Add an entry; returns True if it replaced the last one (same ``from_sample``)."""
@@ -101,6 +102,7 @@ class WeightLog:
                              f"{from_sample} < {last.from_sample} of the last entry")
         entry = LogEntry(int(from_sample), np.asarray(weights, dtype=np.float64))
         self._digest.update(np.int64(from_sample).tobytes() + entry.weights.tobytes())
+        self._loaded = None
         if from_sample == last.from_sample:
             self.entries[-1] = entry
             return True
