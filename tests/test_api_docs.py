@@ -39,7 +39,8 @@ def test_broken_docstrings_fail_the_build(tmp_path):
     (pkg / "__init__.py").write_text('"""A package; see :func:`.good.fine`."""\n')
     (pkg / "good.py").write_text('def fine() -> int:\n    """Fine."""\n    return 1\n')
     (pkg / "bad.py").write_text(
-        '"""Uses :class:`~brokendocs.good.Missing` and :func:`fine_typo`."""\n'
+        '"""Uses :class:`~brokendocs.good.Missing` and :func:`fine_typo`; quoted as code,\n'
+        '``:func:`not_checked``` is an example."""\n'
         "from __future__ import annotations\n\n\n"
         "def f(x: NotDefined) -> int:\n"
         '    """Returns :class:`torch.Tensor`? No: see :meth:`torch.Tensor.nope`."""\n'
@@ -52,5 +53,5 @@ def test_broken_docstrings_fail_the_build(tmp_path):
     assert "brokendocs.bad: unresolved :func:`fine_typo`" in err
     assert "brokendocs.bad.f: unresolved :meth:`torch.Tensor.nope`" in err
     assert "Error parsing type annotation NotDefined" in err
-    assert ".good.fine" not in err and "torch.Tensor`" not in err
+    assert ".good.fine" not in err and "torch.Tensor`" not in err and "not_checked" not in err
     assert "4 problem(s)" in err

@@ -26,6 +26,8 @@ import pdoc.doc
 import pdoc.render
 
 ROLE = re.compile(r":(?:py:)?(class|func|meth|mod|data|attr|exc|obj):`~?([^`<>]+?)`")
+#: an inline literal: a role quoted as code (````:class:`X````) is an example, not a reference
+LITERAL = re.compile(r"``(?!`).+?``(?!`)", re.S)
 #: pdoc's notice when a package spec already covered a submodule we list too (harmless)
 _HARMLESS = ("has already been added",)
 
@@ -80,7 +82,7 @@ def check_references(modules: Iterable[pdoc.doc.Module]) -> list[str]:
     for d in docs:
         if isinstance(d, (pdoc.doc.Class, pdoc.doc.Function)) and d.obj.__doc__ is None:
             continue  # no docstring of its own (pdoc shows the inherited one: not ours to check)
-        for role, target in ROLE.findall(d.docstring):
+        for role, target in ROLE.findall(LITERAL.sub("", d.docstring)):
             if not _resolves(target, d, known):
                 bad.append(f"{d.fullname}: unresolved :{role}:`{target}`")
     return sorted(set(bad))
