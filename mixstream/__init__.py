@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "MixStream": "mixstream.stream",
     "MixLoader": "mixstream.loader",
+    "Batch": "mixstream.batch",
     "LateWeightChangeError": "mixstream.plan.mixture",
     "Ragged": "mixstream.sources.base",
     "Source": "mixstream.sources.base",
@@ -26,6 +27,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
+    from .batch import Batch  # noqa: F401
     from .errors import MixstreamError, RemoteError, SourceError  # noqa: F401
     from .loader import MixLoader  # noqa: F401
     from .plan.mixture import LateWeightChangeError  # noqa: F401

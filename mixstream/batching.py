@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from .batch import Batch, Sample
 from .sources.base import Block, ColumnSpec, Ragged, Schema, take_column
 
 Pieces = list[tuple[np.ndarray, list[tuple[Block, np.ndarray]]]]
@@ -66,7 +68,7 @@ def _fill_list(name: str, size: int, pieces: Pieces, token_dtype: str | None = N
 
 
 def assemble(schema: Schema, size: int, pieces: Pieces, domain: np.ndarray,
-             index: np.ndarray, uniform: bool = False, token_dtype: str | None = None) -> dict:
+             index: np.ndarray, uniform: bool = False, token_dtype: str | None = None) -> Batch:
     """One batch dict: fixed/scalar columns as tensors, ragged as lists of tensors, others lists.
 
     ``schema`` may be the union of several domains' columns (per-sample mode); a column some
@@ -74,7 +76,7 @@ def assemble(schema: Schema, size: int, pieces: Pieces, domain: np.ndarray,
     have every column (batched mode checks this once). ``token_dtype``: unsigned integer columns
     (token ids) are cast to it (``"int64"``), None keeps the stored dtype.
     """
-    batch: dict = {}
+    batch: dict[str, Any] = {}
     for name, spec in schema.items():
         everywhere = uniform or all(name in data for _, parts in pieces for data, _ in parts)
         if spec.kind in ("fixed", "scalar") and everywhere:
@@ -84,18 +86,18 @@ def assemble(schema: Schema, size: int, pieces: Pieces, domain: np.ndarray,
             batch[name] = _fill_list(name, size, pieces, token_dtype)
     batch["domain"] = torch.from_numpy(domain)
     batch["index"] = torch.from_numpy(index)
-    return batch
+    return batch  # type: ignore[return-value]  # (the columns are the corpus's)
 
 
-def split_samples(batch: dict, size: int) -> Iterator[dict]:
+def split_samples(batch: Batch, size: int) -> Iterator[Sample]:
     """The samples of an assembled batch, one dict each (for per-sample DataLoader mode)."""
     domain = batch["domain"].tolist()
     index = batch["index"].tolist()
     # one unbind per tensor column (B views in one call) instead of B indexing operations
-    cols = [(k, v.unbind(0) if isinstance(v, torch.Tensor) else v)
-            for k, v in batch.items() if k not in ("domain", "index")]
+    cols: list[tuple[str, Any]] = [(k, v.unbind(0) if isinstance(v, torch.Tensor) else v)
+                                   for k, v in batch.items() if k not in ("domain", "index")]
     for i in range(size):
         sample = {k: v[i] for k, v in cols if v[i] is not None}
         sample["domain"] = domain[i]
         sample["index"] = index[i]
-        yield sample
+        yield sample  # type: ignore[misc]  # (the columns are the corpus's)

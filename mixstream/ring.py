@@ -16,7 +16,9 @@ arrays, scalars) take this path; ragged or text columns are pickled as before.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +81,7 @@ class BatchRing:
             arr = self.__dict__["_np"] = self._buf.numpy()
         return arr[t % self.slots]
 
-    def put(self, t: int, batch: dict) -> RingRef:
+    def put(self, t: int, batch: Mapping[str, Any]) -> RingRef:
         """Write batch ``t`` into its slot (worker side)."""
         slot = self._slot(t)
         for name, dt, shape, off in self.fields:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .attachments import Attachments
+from .batch import Batch, Sample
 from .channel import WeightChannel
 from .checkpoint import STATE_VERSION, to_plain
 from .config import Settings, check_args
@@ -439,7 +440,7 @@ class MixStream(IterableDataset):
                 for dom, n in zip(self._corpus.domains, realised)}
 
     # -- iteration (runs in each DataLoader worker, or in the main process) ------------------
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Batch | Sample]:
         info = get_worker_info()
         session, plan = self._session, self._plan
         driven, iterating = (session.link.driven, session.link.iterating) if session is not None \
@@ -459,7 +460,7 @@ class MixStream(IterableDataset):
         check_workers(plan, None)
         return produce(plan, 0, 1)
 
-    def _threaded(self) -> Iterator[dict]:
+    def _threaded(self) -> Iterator[Batch | Sample]:
         from .batching import split_samples
         from .threads import ThreadedReaders
 
