@@ -37,7 +37,10 @@ def test_broken_docstrings_fail_the_build(tmp_path):
     pkg = tmp_path / "src" / "brokendocs"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text('"""A package; see :func:`.good.fine`."""\n')
-    (pkg / "good.py").write_text('def fine() -> int:\n    """Fine."""\n    return 1\n')
+    (pkg / "good.py").write_text(  # + a TypedDict subclass, which pdoc < py3.12 cannot place
+        'from typing import TypedDict\n\n\ndef fine() -> int:\n    """Fine."""\n    return 1\n\n\n'
+        'class _Base(TypedDict):\n    a: int\n\n\n'
+        'class Row(_Base, total=False):\n    """A row."""\n\n    b: int\n')
     (pkg / "bad.py").write_text(
         '"""Uses :class:`~brokendocs.good.Missing` and :func:`fine_typo`; quoted as code,\n'
         '``:func:`not_checked``` is an example."""\n'
@@ -54,4 +57,5 @@ def test_broken_docstrings_fail_the_build(tmp_path):
     assert "brokendocs.bad.f: unresolved :meth:`torch.Tensor.nope`" in err
     assert "Error parsing type annotation NotDefined" in err
     assert ".good.fine" not in err and "torch.Tensor`" not in err and "not_checked" not in err
+    assert "Row" not in err
     assert "4 problem(s)" in err
