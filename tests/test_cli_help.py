@@ -6,13 +6,11 @@ import argparse
 import re
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from mixstream import __version__
 from mixstream.cli import main as cli_main
 from mixstream.cli import shard as cli_shard
-from mixstream.cli.text import plain, summary
+from mixstream.cli.text import plain
 
 MARKUP = re.compile(r"``|\*\*\w[^*\n]*\*\*|:(?:class|func|meth|mod|data|attr|exc):`|::$|`[^`\s]+`_?",
                     re.M)
@@ -56,11 +54,4 @@ def test_plain_strips_rest_markup():
     """
     assert plain(doc) == ("mixstream x: see MixLogger and\nmixstream.laws.fit_two_domain "
                           "(not table).\n\nExamples:\n\n    mixstream x --flag")
-    assert summary("A 95 % CI\nover seeds.\n\nMore.") == "A 95 %% CI over seeds."
 
-
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
-def test_summary_is_safe_as_argparse_help(text):
-    parser = argparse.ArgumentParser(prog="p", add_help=False)
-    parser.add_argument("--x", help=summary(text))
-    parser.format_help()  # argparse %-formats help strings: must never raise

@@ -37,8 +37,3 @@ def plain(doc: str) -> str:
     text = re.sub(r" ?::$", ":", text, flags=re.M)
     return text
 
-
-def summary(doc: str) -> str:
-    """The first paragraph of ``doc`` as plain text on one line (for ``help=``: argparse
-    %-formats help strings, so a literal ``%`` is doubled)."""
-    return " ".join(plain(doc).split("\n\n")[0].split()).replace("%", "%%")
