@@ -46,6 +46,22 @@ class Corpus:
                                  f"{_fmt(self.schema)}: select common columns with "
                                  f"MixStream(columns=[...]) or use per-sample mode")
 
+    def check_new(self, names: list[str]) -> None:
+        """Domains joining this corpus need new names."""
+        for name in names:
+            if name in self.names:
+                raise ValueError(f"domain {name!r} is already in this stream")
+
+    def without(self, names: list[str]) -> list[Domain]:
+        """The domains left when ``names`` retire (each must be here; one must be left)."""
+        missing = [n for n in names if n not in self.names]
+        if missing:
+            raise ValueError(f"unknown domain(s) {missing}; this stream has {self.names}")
+        keep = [d for d in self.domains if d.name not in names]
+        if not keep:
+            raise ValueError("cannot remove every domain")
+        return keep
+
     def stats(self) -> dict[str, dict[str, int | None]]:
         return {d.name: d.stats() for d in self.domains}
 

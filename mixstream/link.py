@@ -97,3 +97,21 @@ class LoaderLink:
             yield
         finally:
             self.mute -= 1
+
+
+def publish_start_on_iter(loader: Any) -> None:
+    """Make a plain ``DataLoader`` publish its dataset's start when an iteration begins.
+
+    Workers read their start when they boot, which may be after the trainer consumed batches of
+    the same iteration, so the start cannot be rewritten on every step: the loader's class is
+    swapped for a subclass whose ``__iter__`` publishes it first, as MixLoader's does."""
+    cls = type(loader)
+    if getattr(cls, "_mixstream_bound", False):
+        return
+
+    def __iter__(self: Any) -> Any:
+        self.dataset.link.begin_iteration()
+        return cls.__iter__(self)
+
+    loader.__class__ = type(cls.__name__, (cls,), {"__iter__": __iter__,
+                                                   "_mixstream_bound": True})

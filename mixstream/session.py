@@ -24,8 +24,9 @@ from .link import LoaderLink
 from .plan.claims import ClaimBook
 from .plan.mixture import MixCheckpoint
 from .plan.weights import LogEntry, WeightLog
-from .position import Position, Resume
+from .position import Position
 from .reading import ReaderPlan
+from .resume import Restored
 from .ring import BatchRing, ring_layout
 from .sources.base import Schema
 from .sources.resolve import Domain
@@ -262,10 +263,15 @@ class Session:
         self.log.compact(tracker.walker.cursor.checkpoint().chunk_start)
 
     # -- checkpoints ------------------------------------------------------------------------
-    def load(self, log: WeightLog, resume: Resume, consumed: int) -> None:
-        """Continue from a parsed checkpoint (see :mod:`mixstream.resume`)."""
-        self.log = log
-        self.position.load(resume, consumed)
+    def load(self, got: Restored) -> None:
+        """Continue from a checkpoint :func:`~mixstream.resume.restore` checked."""
+        if self.plan.channel.frozen and self.bound and \
+                got.resume.claims.num_slots != self.topology().num_slots:
+            raise RuntimeError("cannot load a checkpoint of another topology into a stream whose "
+                               "persistent DataLoader workers are running; create a new MixLoader")
+        self.plan.segments, self.plan._geometry = got.segments, None
+        self.log = got.log
+        self.position.load(got.resume, got.consumed)
         if self.position.tracker is not None:  # already bound: rebuild (elastic if needed)
             self.position.tracker = self.new_tracker()
 
@@ -283,6 +289,8 @@ class Session:
         log = [e for e in self.log.entries if e.from_sample > mix.chunk_start]
         log.insert(0, LogEntry(mix.entry_from, mix.entry_weights))
         return {
+            "segments": [[list(sg) for sg in segs] for segs in
+                         (self.plan.segments or self.plan.default_segments())],
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
             "world_size": self.world_size,

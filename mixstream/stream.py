@@ -32,7 +32,7 @@ from .channel import WeightChannel
 from .checkpoint import STATE_VERSION, to_plain
 from .config import Settings, check_args
 from .corpus import Corpus
-from .link import LoaderLink
+from .link import LoaderLink, publish_start_on_iter
 from .plan.weights import WeightsLike, normalize_weights
 from .reading import ReaderPlan, check_driver, check_workers, produce
 from .remote.config import RemoteConfig
@@ -281,25 +281,13 @@ class MixStream(IterableDataset):
                            threads=threads)
 
     def bind_loader(self, loader: torch.utils.data.DataLoader) -> None:
-        """Bind to a plain ``DataLoader`` (per-sample mode); see :meth:`bind`.
-
-        The loader's iterations then start where the trainer is (its class is swapped for a
-        subclass whose ``__iter__`` publishes the start first, as MixLoader's does): workers read
-        their start when they boot, which may be after the trainer consumed batches of the
-        same iteration, so the start cannot be rewritten on every step.
-        """
+        """Bind to a plain ``DataLoader`` (per-sample mode; see :meth:`bind`); its iterations
+        then start where the trainer is (see :func:`~mixstream.link.publish_start_on_iter`)."""
         if loader.batch_size is None:
             raise ValueError("bind_loader needs a DataLoader with batch_size set; for batched mode "
                              "use MixLoader or stream.bind(batch_size, num_workers)")
         self.bind(loader.batch_size, loader.num_workers, loader.prefetch_factor, batched=False)
-        cls = type(loader)
-        if not getattr(cls, "_mixstream_bound", False):
-            def __iter__(self_: Any) -> Any:
-                self_.dataset.link.begin_iteration()
-                return cls.__iter__(self_)
-
-            loader.__class__ = type(cls.__name__, (cls,), {"__iter__": __iter__,
-                                                           "_mixstream_bound": True})
+        publish_start_on_iter(loader)
 
     # -- weights ----------------------------------------------------------------------------
     def set_initial_weights(self, weights: WeightsLike) -> None:
@@ -341,22 +329,14 @@ class MixStream(IterableDataset):
         apply from there. The MixLoader restarts its workers at that batch (batches it had
         prefetched are produced again under the new plan). Needs a MixLoader.
         """
-        for name in domains:
-            if name in self.domains:
-                raise ValueError(f"domain {name!r} is already in this stream")
+        self._corpus.check_new(list(domains))
         new = [Domain(name, spec, remote=self._remote, verify=self._verify)
                for name, spec in domains.items()]
         return self._change_domains(self._corpus.domains + new, weights)
 
     def remove_domains(self, names: list[str], weights: WeightsLike | None = None) -> int:
         """Retire domains during a run (see :meth:`add_domains`); ``weights`` for those left."""
-        missing = [n for n in names if n not in self.domains]
-        if missing:
-            raise ValueError(f"unknown domain(s) {missing}; this stream has {self.domains}")
-        keep = [d for d in self._corpus.domains if d.name not in names]
-        if not keep:
-            raise ValueError("cannot remove every domain")
-        return self._change_domains(keep, weights)
+        return self._change_domains(self._corpus.without(names), weights)
 
     def _change_domains(self, doms: list[Domain], weights: WeightsLike | None) -> int:
         session = self._session
@@ -390,12 +370,9 @@ class MixStream(IterableDataset):
         that a weight change made on one rank only is an error instead of duplicated data.
         """
         with self._session.lock:
-            session = self._session.get_state()
             state = {"version": STATE_VERSION, **vars(self._settings()),
-                     "domains": self._corpus.get_state(),
-                     "segments": [[list(sg) for sg in segs] for segs in
-                                  (self._plan.segments or self._plan.default_segments())],
-                     **session, "attached": self._attached.get_state()}
+                     "domains": self._corpus.get_state(), **self._session.get_state(),
+                     "attached": self._attached.get_state()}
         if check_ranks and self.world_size > 1:
             check_ranks_agree(str(state["weight_digest"]), int(state["consumed_batches"]))
         return to_plain(state)
@@ -412,18 +389,12 @@ class MixStream(IterableDataset):
         self.link.begin_iteration()
 
     def _load(self, state: Mapping[str, Any]) -> None:
-        session = self._session
-        got = restore(state, self._corpus, self._settings(), session.initial_weights)
+        got = restore(state, self._corpus, self._settings(), self._session.initial_weights)
         self._attached.check_names(got.attached)
-        if self._plan.channel.frozen and session.bound and \
-                got.resume.claims.num_slots != session.topology().num_slots:
-            raise RuntimeError("cannot load a checkpoint of another topology into a stream whose "
-                               "persistent DataLoader workers are running; create a new MixLoader")
         attached = got.attached
         if got.names != self.domains:
             attached = self._attached.remap(attached, got.names, list(self.domains))
-        self._plan.segments, self._plan._geometry = got.segments, None
-        session.load(got.log, got.resume, got.consumed)
+        self._session.load(got)
         self._attached.load(attached)
 
     def _settings(self) -> Settings:
