@@ -60,25 +60,25 @@ class LoaderLink:
         finally:
             self.iterating = False
 
-    @contextlib.contextmanager
-    def fetching(self) -> Iterator[None]:
-        """Around the loader's ``next()``: the DataLoader may request one more batch."""
-        with self.lock:
+    def fetching(self) -> None:
+        """Before the loader's ``next()``: the DataLoader may request one more batch now
+        (until :meth:`delivered`, or :meth:`fetch_failed`). Plain calls, not a context
+        manager: this runs once per batch."""
+        with self._session.lock:
             self.in_next = True
-        try:
-            yield
-        except BaseException:
-            with self.lock:
-                self.in_next = False
-            raise
+
+    def fetch_failed(self) -> None:
+        with self._session.lock:
+            self.in_next = False
 
     def delivered(self, batch: Any = None) -> None:
         """One batch reached the trainer: the position moves, hooks see the batch."""
-        with self.lock:
+        with self._session.lock:
             self._session.position.delivered()
             self.in_next = False
-        for hook in self.hooks:
-            hook(batch)
+        if self.hooks:
+            for hook in self.hooks:
+                hook(batch)
 
     def take_restart(self) -> bool:
         """Did the domain set change since the last call (the loader needs new workers)?"""

@@ -38,8 +38,12 @@ class _Counting:
         link = stream.link
         if link.take_restart():  # the domain set changed: new workers from the change on
             self._it = self._loader._start(new_workers=True)
-        with link.fetching():  # the DataLoader may request one more batch in here
+        link.fetching()  # the DataLoader may request one more batch in here
+        try:
             batch = next(self._it)
+        except BaseException:
+            link.fetch_failed()
+            raise
         if isinstance(batch, RingRef):  # a worker wrote it to a shared slot: copy it out
             ring = link.ring
             assert ring is not None
