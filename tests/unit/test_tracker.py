@@ -29,8 +29,9 @@ def tracker(topo: Topology, pending=()) -> PositionTracker:
 
 def snapshot(t: PositionTracker) -> tuple:
     w = t.walker
-    return (t.batch, t.realised_counts().tolist(), w.cursor.checkpoint().to_json()
-            if hasattr(w.cursor.checkpoint(), "to_json") else w.cursor.checkpoint().get_state(),
+    ck = w.cursor.checkpoint()
+    return (t.batch, t.realised_counts().tolist(),
+            ck.get_state() if hasattr(ck, "get_state") else ck.to_json(),
             {k: v.tolist() for k, v in w.claims.arrays().items()})
 
 
