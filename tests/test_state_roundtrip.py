@@ -298,10 +298,11 @@ def test_weight_digest_survives_load_then_save(tiny):
 class LoaderRun:
     """A MixLoader with ``workers`` worker processes (weight changes from the training loop)."""
 
-    def __init__(self, paths: dict[str, str], workers: int):
+    def __init__(self, paths: dict[str, str], workers: int, threads: int = 0):
         self.stream = MixStream(paths, weights=[0.5, 0.3, 0.2], seed=4, shuffle_window=24,
                                 mix_block=16)
-        self.loader = MixLoader(self.stream, batch_size=4, num_workers=workers)
+        self.loader = MixLoader(self.stream, batch_size=4, num_workers=workers,
+                                reader_threads=threads)
         self.it: Any = None
 
     def step(self) -> Any:
@@ -325,8 +326,8 @@ class LoaderRun:
             self.it = None
 
 
-def loader_spec(paths: dict[str, str], workers: int) -> Stateful[LoaderRun]:
-    return Stateful(make=lambda: LoaderRun(paths, workers), step=LoaderRun.step,
+def loader_spec(paths: dict[str, str], workers: int, threads: int = 0) -> Stateful[LoaderRun]:
+    return Stateful(make=lambda: LoaderRun(paths, workers, threads), step=LoaderRun.step,
                     get_state=lambda r: stream_state(r.loader.state_dict()), load=LoaderRun.load,
                     close=LoaderRun.close, exact_reload=False)
 
@@ -339,6 +340,11 @@ def test_mix_loader_main_process(k, m, tiny):
 @rounds(max_k=12, max_m=10, examples=2)
 def test_mix_loader_two_workers(k, m, tiny):
     check_state_round_trip(loader_spec(tiny, 2), k, m)
+
+
+@rounds(max_k=12, max_m=10, examples=2)
+def test_mix_loader_two_reader_threads(k, m, tiny):
+    check_state_round_trip(loader_spec(tiny, 0, threads=2), k, m)
 
 
 # -- controllers (on the controllers' FakeStream) and their observer ----------------------------
