@@ -167,22 +167,22 @@ class MixCursor:
         self.seed = seed
         self.block = block
         self.num_domains = len(checkpoint.counts)
-        self._cs = checkpoint.chunk_start
+        self._chunk_start = checkpoint.chunk_start
         self._counts = checkpoint.counts.astype(np.int64).copy()
-        self._efrom = checkpoint.entry_from
-        self._ew = checkpoint.entry_weights.astype(np.float64).copy()
-        self._eT0 = checkpoint.entry_targets.astype(np.float64).copy()
-        self._ebase = checkpoint.entry_base.astype(np.float64).copy()
+        self._entry_from = checkpoint.entry_from
+        self._entry_weights = checkpoint.entry_weights.astype(np.float64).copy()
+        self._entry_targets = checkpoint.entry_targets.astype(np.float64).copy()
+        self._entry_base = checkpoint.entry_base.astype(np.float64).copy()
         self._pending: list[tuple[int, np.ndarray]] = []
         self._order: np.ndarray | None = None  # order of [cs, natural end), computed lazily
-        self.frontier = self._cs if frontier is None else frontier
+        self.frontier = self._chunk_start if frontier is None else frontier
         for f, w in pending:
             self.add_entry(f, w)
 
     # -- state ------------------------------------------------------------------------------
     @property
     def weights(self) -> np.ndarray:
-        return self._ew
+        return self._entry_weights
 
     def checkpoint(self, at: int | None = None) -> MixCheckpoint:
         """The cursor's state; ``at``: first advance to the chunk holding sample ``at`` (a
@@ -191,15 +191,15 @@ class MixCursor:
         if at is not None:
             self._advance(at)
             self.frontier = max(self.frontier, at)
-        return MixCheckpoint(self._cs, self._counts.copy(), self._efrom, self._ew.copy(),
-                             self._eT0.copy(), self._ebase.copy())
+        return MixCheckpoint(self._chunk_start, self._counts.copy(), self._entry_from, self._entry_weights.copy(),
+                             self._entry_targets.copy(), self._entry_base.copy())
 
     def counts_at(self, pos: int) -> np.ndarray:
         """Realised per-domain counts of samples ``[0, pos)`` (advances the cursor to ``pos``)."""
         self._advance(pos)
         out = self._counts.copy()
-        if pos > self._cs:
-            out += np.bincount(self._chunk()[: pos - self._cs], minlength=self.num_domains)
+        if pos > self._chunk_start:
+            out += np.bincount(self._chunk()[: pos - self._chunk_start], minlength=self.num_domains)
         self.frontier = max(self.frontier, pos)
         return out
 
@@ -208,8 +208,8 @@ class MixCursor:
         (advances the cursor to ``pos``; used to carry a run into another domain set)."""
         self._advance(pos)
         self.frontier = max(self.frontier, pos)
-        if self._efrom == pos and pos == self._cs:  # an entry switched in at pos: its base
-            return self._ebase.copy()
+        if self._entry_from == pos and pos == self._chunk_start:  # an entry switched in at pos: its base
+            return self._entry_base.copy()
         return self._targets(pos)
 
     # -- weight log -------------------------------------------------------------------------
@@ -226,13 +226,13 @@ class MixCursor:
             self._pending[-1] = (from_sample, w)
         else:
             self._pending.append((from_sample, w))
-        if from_sample == self._cs:  # nothing produced at cs yet: switch now
+        if from_sample == self._chunk_start:  # nothing produced at cs yet: switch now
             self._switch_if_due()
             self._order = None
 
     # -- walking ----------------------------------------------------------------------------
     def _natural_end(self) -> int:
-        return (self._cs // self.block + 1) * self.block
+        return (self._chunk_start // self.block + 1) * self.block
 
     def _end(self) -> int:
         end = self._natural_end()
@@ -241,48 +241,48 @@ class MixCursor:
         return end
 
     def _targets(self, pos: int) -> np.ndarray:
-        return self._eT0 + self._ew * float(pos - self._efrom)
+        return self._entry_targets + self._entry_weights * float(pos - self._entry_from)
 
     def _counts_natural(self) -> np.ndarray:
         ne = self._natural_end()
         delta = self._targets(ne) - self._counts
-        return apportion(delta, ne - self._cs, self._ew > 0)
+        return apportion(delta, ne - self._chunk_start, self._entry_weights > 0)
 
     def _chunk(self) -> np.ndarray:
         if self._order is None:
             # how many samples short of the next half-integer each domain is at the chunk start
-            due = self._counts + 0.5 - self._targets(self._cs)
-            self._order = chunk_order(self._counts_natural(), due, self._ew, self.seed, self._cs)
+            due = self._counts + 0.5 - self._targets(self._chunk_start)
+            self._order = chunk_order(self._counts_natural(), due, self._entry_weights, self.seed, self._chunk_start)
         return self._order
 
     def _switch_if_due(self) -> None:
-        while self._pending and self._pending[0][0] == self._cs:
+        while self._pending and self._pending[0][0] == self._chunk_start:
             _, w = self._pending.pop(0)
-            if self._efrom != self._cs:  # first entry at this index; a later one replaces it
-                self._ebase = self._targets(self._cs)
-            self._eT0 = rebase(self._ebase, self._counts, w)
-            self._efrom, self._ew = self._cs, w
+            if self._entry_from != self._chunk_start:  # first entry at this index; a later one replaces it
+                self._entry_base = self._targets(self._chunk_start)
+            self._entry_targets = rebase(self._entry_base, self._counts, w)
+            self._entry_from, self._entry_weights = self._chunk_start, w
 
     def _next_chunk(self) -> None:
         end = self._end()
         if end == self._natural_end() and self._order is None:
             self._counts += self._counts_natural()
         else:
-            self._counts += np.bincount(self._chunk()[: end - self._cs], minlength=self.num_domains)
-        self._cs = end
+            self._counts += np.bincount(self._chunk()[: end - self._chunk_start], minlength=self.num_domains)
+        self._chunk_start = end
         self._order = None
         self.frontier = max(self.frontier, end)
         self._switch_if_due()
 
     def _advance(self, pos: int) -> None:
-        if pos < self._cs:
-            raise ValueError(f"mixture cursor cannot go back from {self._cs} to {pos}")
+        if pos < self._chunk_start:
+            raise ValueError(f"mixture cursor cannot go back from {self._chunk_start} to {pos}")
         while pos >= self._end():
             self._next_chunk()
 
     def domains(self, start: int, stop: int) -> np.ndarray:
         """Domain ids (int64) of global samples ``[start, stop)``."""
-        cs = self._cs
+        cs = self._chunk_start
         if self._order is not None and start >= cs and stop <= self._end():  # fast path
             self.frontier = max(self.frontier, stop)
             return self._order[start - cs : stop - cs].copy()
@@ -291,7 +291,7 @@ class MixCursor:
         while pos < stop:
             self._advance(pos)
             end = min(stop, self._end())
-            out[pos - start : end - start] = self._chunk()[pos - self._cs : end - self._cs]
+            out[pos - start : end - start] = self._chunk()[pos - self._chunk_start : end - self._chunk_start]
             pos = end
         self.frontier = max(self.frontier, stop)
         return out
