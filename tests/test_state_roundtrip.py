@@ -208,7 +208,8 @@ class TrackerRun:
         if hasattr(self.tracker, "get_state"):
             return {"tracker": self.tracker.get_state(), "log": log_state(self.log)}
         walker = self.tracker.walker
-        mix = walker.cursor.checkpoint()
+        # as the session saves it: the cursor advanced to the position (one position, one state)
+        mix = walker.cursor.checkpoint(at=walker.next_batch * self.topo.batch_size)
         log = WeightLog(mix.entry_weights)  # as the stream keeps it: the entry in force at the
         log.entries = [LogEntry(mix.entry_from, mix.entry_weights)] + [  # chunk start, then later
             e for e in self.log.entries if e.from_sample > mix.chunk_start]
@@ -230,13 +231,14 @@ class TrackerRun:
 def test_position_tracker(k, m):
     check_state_round_trip(Stateful(make=TrackerRun, step=TrackerRun.step,
                                     get_state=TrackerRun.state,
-                                    load=lambda _, s: TrackerRun(s), exact_reload=False), k, m)
+                                    load=lambda _, s: TrackerRun(s)), k, m)
 
 
 # -- MixStream and MixLoader -------------------------------------------------------------------
-def stream_state(state: dict) -> dict:
-    """A stream/loader state without ``weight_digest``: loading re-hashes it (see
-    test_weight_digest_survives_load_then_save), everything else must round-trip exactly."""
+def without_digest(state: dict) -> dict:
+    """A stream/loader state less ``weight_digest``: after a change, a resumed run's digest
+    differs from the uninterrupted run's (test_weight_digest_after_resume_and_a_change_is_
+    the_uninterrupted_one); everything else must round-trip exactly."""
     return {k: v for k, v in state.items() if k != "weight_digest"}
 
 
@@ -272,8 +274,8 @@ class StreamRun:
 @rounds(max_k=25, max_m=20, examples=5)
 def test_mix_stream_main_process(k, m, tiny):
     check_state_round_trip(Stateful(make=lambda: StreamRun(tiny), step=StreamRun.step,
-                                    get_state=lambda r: stream_state(r.stream.state_dict()),
-                                    load=StreamRun.load, exact_reload=False), k, m)
+                                    get_state=lambda r: without_digest(r.stream.state_dict()),
+                                    load=StreamRun.load), k, m)
 
 
 def saved_after(run: StreamRun, k: int) -> dict:
@@ -293,6 +295,20 @@ def test_weight_digest_survives_load_then_save(tiny):
     state = saved_after(StreamRun(tiny), 3)
     assert StreamRun(tiny).load(state).stream.state_dict()["weight_digest"] == \
         state["weight_digest"]
+
+
+@pytest.mark.xfail(strict=True, reason="WeightLog(digest=...) seeds a new sha256 with the saved "
+                   "hex digest, so after the next weight change a resumed run's weight_digest "
+                   "differs from the uninterrupted run's for the same log (ranks still agree: "
+                   "all resume alike); chaining digest = sha256(previous hex + entry) would make "
+                   "a resumed checkpoint equal to the uninterrupted one")
+def test_weight_digest_after_resume_and_a_change_is_the_uninterrupted_one(tiny):
+    run = StreamRun(tiny)
+    state = saved_after(run, 3)
+    end = saved_after(run, 6)  # a weight change at batch 7
+    resumed = saved_after(StreamRun(tiny).load(state), 6)
+    assert without_digest(resumed) == without_digest(end)  # the rest is exact
+    assert resumed["weight_digest"] == end["weight_digest"]
 
 
 class LoaderRun:
@@ -328,8 +344,8 @@ class LoaderRun:
 
 def loader_spec(paths: dict[str, str], workers: int, threads: int = 0) -> Stateful[LoaderRun]:
     return Stateful(make=lambda: LoaderRun(paths, workers, threads), step=LoaderRun.step,
-                    get_state=lambda r: stream_state(r.loader.state_dict()), load=LoaderRun.load,
-                    close=LoaderRun.close, exact_reload=False)
+                    get_state=lambda r: without_digest(r.loader.state_dict()), load=LoaderRun.load,
+                    close=LoaderRun.close)
 
 
 @rounds(max_k=25, max_m=20, examples=5)
@@ -520,6 +536,5 @@ class StagesRun(LoaderRun):
 @rounds(max_k=25, max_m=15, examples=5)
 def test_stage_plan(k, m, tiny):
     check_state_round_trip(Stateful(make=lambda: StagesRun(tiny), step=StagesRun.step,
-                                    get_state=lambda r: stream_state(r.loader.state_dict()),
-                                    load=StagesRun.load, close=StagesRun.close,
-                                    exact_reload=False), k, m)
+                                    get_state=lambda r: without_digest(r.loader.state_dict()),
+                                    load=StagesRun.load, close=StagesRun.close), k, m)
