@@ -80,8 +80,9 @@ class WeightLog:
                  digest: str | None = None):
         w0 = np.asarray(initial, dtype=np.float64)
         self.entries: list[LogEntry] = entries or [LogEntry(0, w0)]
-        self._digest = hashlib.sha256(w0.tobytes() if digest is None else digest.encode())
-        self._loaded = digest  # a loaded digest stands as it is until the next append
+        # a hash chain (each digest hashes the previous one and the entry), so a run resumed
+        # from a checkpoint's digest continues exactly as the uninterrupted run does
+        self._digest = digest if digest is not None else hashlib.sha256(w0.tobytes()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -92,7 +93,7 @@ class WeightLog:
 
     @property
     def digest(self) -> str:
-        return self._loaded if self._loaded is not None else self._digest.hexdigest()
+        return self._digest
 
     def append(self, from_sample: int, weights: np.ndarray) -> bool:
         """Add an entry; returns True if it replaced the last one (same ``from_sample``)."""
@@ -101,8 +102,8 @@ class WeightLog:
             raise ValueError(f"weight-log entries must not go back in time: from_sample "
                              f"{from_sample} < {last.from_sample} of the last entry")
         entry = LogEntry(int(from_sample), np.asarray(weights, dtype=np.float64))
-        self._digest.update(np.int64(from_sample).tobytes() + entry.weights.tobytes())
-        self._loaded = None
+        self._digest = hashlib.sha256(self._digest.encode() + np.int64(from_sample).tobytes()
+                                      + entry.weights.tobytes()).hexdigest()
         if from_sample == last.from_sample:
             self.entries[-1] = entry
             return True
