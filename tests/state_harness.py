@@ -12,8 +12,8 @@ steps before the save and ``m`` after:
 * it is a snapshot: running on after the save does not change the saved object;
 * a fresh component loaded with it produces the same ``m`` outputs as the uninterrupted one,
   and ends in the same state;
-* loading then saving gives the state back (idempotent), and loading it twice into the same
-  component continues the same way as loading it once.
+* loading then saving gives the state back (idempotent); loading it twice into the same
+  component, or into the component that ran on past it, continues the same way.
 """
 
 from __future__ import annotations
@@ -131,8 +131,12 @@ def check_state_round_trip(spec: Stateful[T], k: int, m: int) -> None:
         twice = spec.load(spec.load(spec.make(), copy.deepcopy(saved)), copy.deepcopy(saved))
         live.append(twice)
         _same(_steps(spec, twice, m), ref, "loading the state twice continues differently")
+
+        used = spec.load(obj, copy.deepcopy(saved))  # rewind the component that ran on
+        live.append(used)
+        _same(_steps(spec, used, m), ref, "loaded into a component that ran on, it diverges")
     finally:
-        for o in live:
+        for o in {id(o): o for o in live}.values():
             spec.close(o)
 
 

@@ -314,11 +314,11 @@ def test_weight_digest_after_resume_and_a_change_is_the_uninterrupted_one(tiny):
 class LoaderRun:
     """A MixLoader with ``workers`` worker processes (weight changes from the training loop)."""
 
-    def __init__(self, paths: dict[str, str], workers: int, threads: int = 0):
+    def __init__(self, paths: dict[str, str], workers: int, threads: int = 0, **kw: Any):
         self.stream = MixStream(paths, weights=[0.5, 0.3, 0.2], seed=4, shuffle_window=24,
                                 mix_block=16)
         self.loader = MixLoader(self.stream, batch_size=4, num_workers=workers,
-                                reader_threads=threads)
+                                reader_threads=threads, **kw)
         self.it: Any = None
 
     def step(self) -> Any:
@@ -330,20 +330,22 @@ class LoaderRun:
         return record(batch)
 
     def load(self, state: Any) -> LoaderRun:
-        self.close()
-        self.loader.load_state_dict(state)
+        self.loader.load_state_dict(state)  # as a trainer does: the next iter() starts there
+        self.it = None
         return self
 
     def close(self) -> None:
-        if self.it is not None:
-            shutdown = getattr(self.it, "_shutdown_workers", None)
+        # the live iterator, and the one a persistent-workers DataLoader keeps for reuse
+        for it in (self.it, getattr(self.loader, "_iterator", None)):
+            shutdown = getattr(it, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
-            self.it = None
+        self.it = None
 
 
-def loader_spec(paths: dict[str, str], workers: int, threads: int = 0) -> Stateful[LoaderRun]:
-    return Stateful(make=lambda: LoaderRun(paths, workers, threads), step=LoaderRun.step,
+def loader_spec(paths: dict[str, str], workers: int, threads: int = 0,
+                **kw: Any) -> Stateful[LoaderRun]:
+    return Stateful(make=lambda: LoaderRun(paths, workers, threads, **kw), step=LoaderRun.step,
                     get_state=lambda r: without_digest(r.loader.state_dict()), load=LoaderRun.load,
                     close=LoaderRun.close)
 
@@ -356,6 +358,11 @@ def test_mix_loader_main_process(k, m, tiny):
 @rounds(max_k=12, max_m=10, examples=2)
 def test_mix_loader_two_workers(k, m, tiny):
     check_state_round_trip(loader_spec(tiny, 2), k, m)
+
+
+@rounds(max_k=12, max_m=10, examples=2)
+def test_mix_loader_two_persistent_workers(k, m, tiny):
+    check_state_round_trip(loader_spec(tiny, 2, persistent_workers=True), k, m)
 
 
 @rounds(max_k=12, max_m=10, examples=2)
@@ -516,21 +523,26 @@ def test_mix_logger(k, m):
 
 # -- StagePlan ---------------------------------------------------------------------------------
 class StagesRun(LoaderRun):
-    """Three stages (steps, tokens, open-ended with a controller) over a MixLoader."""
+    """Three stages (steps, tokens, open-ended with a controller fed every step) over a
+    MixLoader."""
 
     def __init__(self, paths: dict[str, str]):
         super().__init__(paths, 0)
         self.plan = StagePlan(self.stream, [
             Stage("warm", steps=6, weights={"a": 1.0}),
             Stage("mid", tokens=10 * 4 * 16, weights={"a": 0.2, "b": 0.8}),
-            Stage("late", controller=lambda s: StaticMixture(s, {"a": 0.1, "b": 0.1, "c": 0.8})),
+            Stage("late", controller=lambda s: ODM(s, warmup=2)),
         ])
 
     def step(self) -> Any:
         if self.it is None:
             self.it = iter(self.loader)
         batch = next(self.it)
-        return record(batch), self.plan.index, self.plan.start, self.plan.tokens
+        loss = 1.0 + batch["domain"].double() + (batch["id"] % 7).double() / 10
+        self.plan.feedback(batch["domain"], loss)  # the late stage's controller learns
+        ctrl = self.plan.controller
+        return (record(batch), self.plan.index, self.plan.start, self.plan.tokens,
+                None if ctrl is None else ctrl.weight_vector)
 
 
 @rounds(max_k=25, max_m=15, examples=5)
