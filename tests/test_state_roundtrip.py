@@ -24,6 +24,7 @@ from state_harness import Stateful, check_state_round_trip, rounds
 from mixstream import MixLoader, MixStream
 from mixstream.checkpoint import to_plain
 from mixstream.controllers import ADO, ODM, Aioli, DoReMi, Schedule, StaticMixture, StepFeedback
+from mixstream.controllers.history import History
 from mixstream.observe import MixLogger
 from mixstream.plan.claims import ClaimBook
 from mixstream.plan.mixture import MixCheckpoint, MixCursor
@@ -99,7 +100,8 @@ def geometry(d: int = 3) -> list:
 # -- WeightLog -------------------------------------------------------------------------------
 def weight_log_spec() -> Stateful[Any]:
     class Box:
-        log = WeightLog(np.array([0.5, 0.25, 0.25]))
+        def __init__(self) -> None:
+            self.log = WeightLog(np.array([0.5, 0.25, 0.25]))
 
     def step(box: Any) -> Any:
         latest, n = box.log.latest.from_sample, len(box.log)
@@ -254,8 +256,11 @@ class StreamRun:
             self.it = iter(self.stream)
         batch = next(self.it)
         self.stream.consumed_batches += 1
-        if self.stream.consumed_batches % 5 == 2:
-            self.stream.set_weights(weights_for(self.stream.consumed_batches))
+        at = self.stream.consumed_batches
+        if at % 7 == 3:  # scheduled ahead: pending past the checkpoint position
+            self.stream.set_weights(weights_for(1000 + at), from_batch=at + 6)
+        elif at % 5 == 2:
+            self.stream.set_weights(weights_for(at))
         return record(batch)
 
     def load(self, state: Any) -> StreamRun:
@@ -475,6 +480,26 @@ def test_controller(k, m, name):
 def test_model_aware_controller(k, m, name):
     check_state_round_trip(Stateful(make=lambda: ControlRun(name), step=ControlRun.step,
                                     get_state=ControlRun.state, load=ControlRun.load), k, m)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
+@rounds(max_k=70, max_m=70, examples=4)  # past the first capacity doubling (64 rows)
+def test_controller_history(k, m, dtype):
+    class Box:
+        def __init__(self) -> None:
+            self.history = History(3, dtype)
+
+    def step(box: Any) -> Any:
+        n = box.history.rows
+        box.history.append(np.random.default_rng(n).normal(size=3) * 1000)
+        return box.history.last(), box.history.array.sum(axis=0)
+
+    def load(box: Any, state: Any) -> Any:
+        box.history = History.from_state(state)
+        return box
+
+    check_state_round_trip(Stateful(make=Box, step=step, get_state=lambda b: b.history.state_dict(),
+                                    load=load), k, m)
 
 
 class LoggerRun:
