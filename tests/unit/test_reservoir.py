@@ -92,7 +92,8 @@ def test_prefetch_decodes_the_next_window_in_the_background():
         r._pending[1].result()  # wait for the background decode
         before = len(dom.reads)
         out = r.take([(0, 2, 6), (1, 0, 3)])
-        assert len(dom.reads) == before  # window 1 came from the prefetch
+        assert len(dom.reads) == before  # window 1 came from the prefetch ...
+        assert dom.prefetched == [[s.block for s in geo.spans(w)] for w in (0, 1)]  # decoded once
         assert any(t.startswith("decode") for _, t in dom.reads)
         assert served(out) == list(window_ids(geo, 0)[2:8]) + list(window_ids(geo, 1)[:3])
         assert r.window_index == 1
