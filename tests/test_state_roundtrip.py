@@ -359,6 +359,11 @@ def test_mix_loader_two_persistent_workers(k, m, tiny):
 
 
 @rounds(max_k=12, max_m=10, examples=2)
+def test_mix_loader_per_sample_two_workers(k, m, tiny):
+    check_state_round_trip(loader_spec(tiny, 2, batched=False), k, m)
+
+
+@rounds(max_k=12, max_m=10, examples=2)
 def test_mix_loader_two_reader_threads(k, m, tiny):
     check_state_round_trip(loader_spec(tiny, 0, threads=2), k, m)
 
@@ -539,8 +544,8 @@ class StagesRun(LoaderRun):
     """Three stages (steps, tokens, open-ended with a controller fed every step) over a
     MixLoader."""
 
-    def __init__(self, paths: dict[str, str]):
-        super().__init__(paths, 0)
+    def __init__(self, paths: dict[str, str], workers: int = 0):
+        super().__init__(paths, workers)
         self.plan = StagePlan(self.stream, [
             Stage("warm", steps=6, weights={"a": 1.0}),
             Stage("mid", tokens=10 * 4 * 16, weights={"a": 0.2, "b": 0.8}),
@@ -558,8 +563,9 @@ class StagesRun(LoaderRun):
                 None if ctrl is None else ctrl.weight_vector)
 
 
-@rounds(max_k=25, max_m=15, examples=5)
-def test_stage_plan(k, m, tiny):
-    check_state_round_trip(Stateful(make=lambda: StagesRun(tiny), step=StagesRun.step,
+@pytest.mark.parametrize("workers", [0, 2])  # 2: stage switches placed past the prefetch
+@rounds(max_k=25, max_m=15, examples=6)
+def test_stage_plan(k, m, tiny, workers):
+    check_state_round_trip(Stateful(make=lambda: StagesRun(tiny, workers), step=StagesRun.step,
                                     get_state=lambda r: r.loader.state_dict(),
                                     load=StagesRun.load, close=StagesRun.close), k, m)
