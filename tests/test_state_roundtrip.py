@@ -363,6 +363,44 @@ def test_mix_loader_per_sample_two_workers(k, m, tiny):
     check_state_round_trip(loader_spec(tiny, 2, batched=False), k, m)
 
 
+class FetchAheadRun(LoaderRun):
+    """A trainer that fetches one batch ahead (as Lightning does) and tells the loader which
+    batches it trained on: the checkpoint sits at the trained batch, and a resume fetches the
+    fetched-but-untrained batch again."""
+
+    def __init__(self, paths: dict[str, str], workers: int):
+        super().__init__(paths, workers)
+        self.ahead: list = []
+
+    def step(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.loader)
+            self.trained = self.loader.trained_batches
+        if not self.ahead:
+            self.ahead.append(next(self.it))
+        batch = self.ahead.pop()
+        self.ahead.append(next(self.it))  # fetched, not trained on yet
+        self.trained += 1
+        self.loader.trained_batches = self.trained
+        if self.stream.consumed_batches % 5 == 2:
+            self.stream.set_weights(weights_for(self.stream.consumed_batches))
+        return record(batch)
+
+    def load(self, state: Any) -> FetchAheadRun:
+        self.ahead = []
+        super().load(state)
+        return self
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@rounds(max_k=12, max_m=10, examples=3)
+def test_mix_loader_fetching_ahead(k, m, tiny, workers):
+    check_state_round_trip(Stateful(make=lambda: FetchAheadRun(tiny, workers),
+                                    step=FetchAheadRun.step,
+                                    get_state=lambda r: r.loader.state_dict(),
+                                    load=FetchAheadRun.load, close=FetchAheadRun.close), k, m)
+
+
 @rounds(max_k=12, max_m=10, examples=2)
 def test_mix_loader_two_reader_threads(k, m, tiny):
     check_state_round_trip(loader_spec(tiny, 0, threads=2), k, m)
