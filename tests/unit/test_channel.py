@@ -114,6 +114,37 @@ def test_seqlock_reader_never_sees_a_torn_tail():
     assert reads > 20 and not torn
 
 
+def _child_check(ch: WeightChannel, cap: int, d: int, q) -> None:  # a forked worker
+    seen, reads, torn = -1, 0, 0
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until:
+        got, seen = ch.read_tail(seen)
+        if got:
+            reads += 1
+            n = got[0][0]
+            if len(got) != 1 + n % cap or any(f != n or (w != n).any() for f, w in got):
+                torn += 1
+    q.put((reads, torn))
+
+
+def test_seqlock_across_processes():
+    """A worker process reading while the trainer's process writes (truly in parallel, no
+    GIL between them) never sees a torn tail."""
+    d, cap = 3, 48
+    ch = WeightChannel(d, capacity=cap)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_check, args=(ch, cap, d, q))
+    p.start()
+    n = 0
+    while p.is_alive() and n < 10**7:
+        n += 1
+        ch.write_tail([(n, np.full(d, float(n)))] * (1 + n % cap))
+    p.join(30)
+    reads, torn = q.get(timeout=10)
+    assert reads > 10 and torn == 0
+
+
 def _child_read(ch: WeightChannel, q) -> None:  # a forked worker
     got, v = ch.read_tail(-1)
     start = ch.read_start()
