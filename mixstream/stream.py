@@ -50,7 +50,8 @@ T = TypeVar("T")
 
 
 class _Field(Generic[T]):
-    """A read-only attribute of one of the stream's parts (the facade owns no state)."""
+    """A read-only attribute of one of the stream's parts (the facade owns no state). A worker's
+    copy has no session: its topology fields read the reader plan's copy."""
 
     def __init__(self, part: str, name: str, doc: str | None = None):
         self.part, self.name, self.__doc__ = part, name, doc
@@ -58,7 +59,10 @@ class _Field(Generic[T]):
     def __get__(self, obj: Any, owner: Any = None) -> T:
         if obj is None:  # the class attribute (documentation tools)
             return self  # type: ignore[return-value]
-        return getattr(getattr(obj, self.part), self.name)
+        part = getattr(obj, self.part)
+        if part is None:
+            part = obj._plan
+        return getattr(part, self.name, None)  # type: ignore[return-value]
 
 
 class MixStream(IterableDataset):
@@ -184,6 +188,8 @@ class MixStream(IterableDataset):
 
     @property
     def batch_size(self) -> int | None:
+        if self._session is None:  # a worker's copy
+            return self._plan.batch_size
         return self._session.batch_size or self._batch_size
 
     @property

@@ -145,6 +145,9 @@ def test_workers_get_a_minimal_payload(tmp_path, context):
     assert payload < 20_000, payload  # the attached 16 MB tensor is not in it
     rows = [b["index"].tolist() for _, b in zip(range(4), loader)]
     assert rows == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    copy = pickle.loads(pickle.dumps(stream))  # what a worker sees: settings and topology
+    assert (copy.domains, copy.batch_size, copy.num_workers, copy.rank, copy.world_size,
+            copy.seed) == (["a", "b"], 4, 2, 0, 1, 0)
 
 
 def _plain_loop(paths, workers, changes, steps=30):
