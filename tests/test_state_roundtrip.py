@@ -174,7 +174,7 @@ class BookRun:
 
     def step(self) -> Any:
         per = np.bincount(np.random.default_rng(self.t).integers(0, 3, 5), minlength=3)
-        out = self.book.serve_batch(self.t % 3, per)
+        out = self.book.serve_batch(self.t % self.book.num_slots, per)
         self.t += 1
         return out, self.book.served()
 
@@ -182,6 +182,22 @@ class BookRun:
 @rounds(max_k=20, max_m=20, examples=10)
 def test_claim_book(k, m):
     check_state_round_trip(Stateful(make=BookRun, step=BookRun.step, get_state=BookRun.state,
+                                    load=lambda _, s: BookRun(s)), k, m)
+
+
+def remapped() -> BookRun:
+    """Three slots' claims handed to two (an elastic resume): queues deeper than one range."""
+    run = BookRun()
+    for _ in range(11):
+        run.step()
+    run.book = run.book.remap(2)
+    return run
+
+
+@rounds(max_k=20, max_m=20, examples=6)
+def test_claim_book_after_a_remap(k, m):
+    assert remapped().book.queue_depth > 1
+    check_state_round_trip(Stateful(make=remapped, step=BookRun.step, get_state=BookRun.state,
                                     load=lambda _, s: BookRun(s)), k, m)
 
 
@@ -302,6 +318,45 @@ def test_weight_digest_after_resume_and_a_change_is_the_uninterrupted_one(tiny):
     resumed = saved_after(StreamRun(tiny).load(state), 6)
     assert resumed["weight_digest"] == end["weight_digest"]
     assert resumed == end
+
+
+class PlainLoaderRun:
+    """A plain ``DataLoader`` with 2 workers bound by ``stream.bind_loader`` (per-sample mode);
+    the training loop tells the stream its position."""
+
+    def __init__(self, paths: dict[str, str]):
+        self.stream = MixStream(paths, weights=[0.5, 0.3, 0.2], seed=4, shuffle_window=24,
+                                mix_block=16)
+        self.loader = torch.utils.data.DataLoader(self.stream, batch_size=4, num_workers=2)
+        self.stream.bind_loader(self.loader)
+        self.it: Any = None
+
+    def step(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.loader)
+        batch = next(self.it)
+        self.stream.consumed_batches += 1
+        if self.stream.consumed_batches % 5 == 2:
+            self.stream.set_weights(weights_for(self.stream.consumed_batches))
+        return record(batch)
+
+    def load(self, state: Any) -> PlainLoaderRun:
+        self.close()
+        self.stream.load_state_dict(state)
+        return self
+
+    def close(self) -> None:
+        shutdown = getattr(self.it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.it = None
+
+
+@rounds(max_k=12, max_m=10, examples=2)
+def test_plain_dataloader_bound_to_the_stream(k, m, tiny):
+    check_state_round_trip(Stateful(make=lambda: PlainLoaderRun(tiny), step=PlainLoaderRun.step,
+                                    get_state=lambda r: r.stream.state_dict(),
+                                    load=PlainLoaderRun.load, close=PlainLoaderRun.close), k, m)
 
 
 class LoaderRun:
