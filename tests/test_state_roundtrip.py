@@ -601,7 +601,10 @@ def test_controller_history(k, m, dtype):
 
 
 class LoggerRun:
-    def __init__(self) -> None:
+    """A MixLogger fed step feedback; ``records``: its written records are outputs too."""
+
+    def __init__(self, records: bool = False) -> None:
+        self.records = records
         self.log = MixLogger(log_every=3, ema=0.8)
         self.seen: list = []
         self.log.hooks.append(self.seen.append)
@@ -614,8 +617,9 @@ class LoggerRun:
         loss = counts * rng.uniform(1, 3, 3)
         self.t += 1
         fb = StepFeedback(self.t, counts, counts, loss, loss, np.zeros(3))
+        before = len(self.seen)
         self.log.on_step(self.t, 8 * self.t, D3, fb)
-        return dict(self.log.loss_ema)
+        return dict(self.log.loss_ema), self.seen[before:] if self.records else None
 
     def state(self) -> dict:
         return {"logger": self.log.state_dict(), "t": self.t}
@@ -626,10 +630,24 @@ class LoggerRun:
         return self
 
 
+def logger_spec(records: bool) -> Stateful[LoggerRun]:
+    return Stateful(make=lambda: LoggerRun(records), step=LoggerRun.step,
+                    get_state=LoggerRun.state, load=LoggerRun.load)
+
+
 @rounds(max_k=10, max_m=10, examples=6)
 def test_mix_logger(k, m):
-    check_state_round_trip(Stateful(make=LoggerRun, step=LoggerRun.step, get_state=LoggerRun.state,
-                                    load=LoggerRun.load), k, m)
+    check_state_round_trip(logger_spec(records=False), k, m)
+
+
+@pytest.mark.xfail(strict=True, reason="MixLogger.state_dict() holds only loss_ema, not the "
+                   "partial log_every interval (_counts, _tok, _tok_loss, _pending), and "
+                   "load_state_dict() does not reset it: a resumed run writes its next 'step' "
+                   "record at another step with other counts than the uninterrupted run, and a "
+                   "logger reloaded after running on mixes the abandoned steps into its record")
+@pytest.mark.parametrize(("k", "m"), [(4, 5), (0, 2)])  # 4: mid-interval; 0, 2: a rewind
+def test_mix_logger_records_resume_exactly(k, m):
+    check_state_round_trip(logger_spec(records=True), k, m)
 
 
 # -- StagePlan ---------------------------------------------------------------------------------
