@@ -550,13 +550,16 @@ class ControlRun:
             domains, make, self.loss_fn = MODEL_AWARE[name]()
         self.stream = FakeStream(domains, lag=16, seed=3)
         self.ctrl = make(self.stream)
-        self.ctrl.observer = MixLogger()
+        self.records: list = []
+        self.ctrl.observer = MixLogger(hooks=[self.records.append])  # what a user's log shows
 
     def step(self) -> Any:
+        before = len(self.records)
         ids = self.stream.next_batch()
         self.ctrl.feedback(ids, **self.loss_fn(self.stream.consumed_batches, ids))
         lw = self.ctrl.loss_weights()
-        return self.ctrl.weight_vector, None if lw is None else sorted(lw.items()), self.stream.log
+        return (self.ctrl.weight_vector, None if lw is None else sorted(lw.items()),
+                self.stream.log, self.records[before:])
 
     def state(self) -> dict:
         return to_plain(self.stream.state_dict())  # the fake's log holds tuples
