@@ -257,6 +257,12 @@ def record(batch: dict) -> Any:
     return batch["index"], batch["domain"], batch["id"], batch["input_ids"][:, :3]
 
 
+def position(stream: MixStream) -> Any:
+    """What the stream reports about where it stands (must agree after a resume too; not
+    ``weight_log``: the retained log starts at the last checkpoint by design)."""
+    return stream.progress(), stream.weights, stream.consumed_samples
+
+
 class StreamRun:
     """A MixStream read in the main process (``bind(batch_size, 0)``, no loader): the training
     loop tells it the position, as with a plain DataLoader."""
@@ -277,7 +283,7 @@ class StreamRun:
             self.stream.set_weights(weights_for(1000 + at), from_batch=at + 6)
         elif at % 5 == 2:
             self.stream.set_weights(weights_for(at))
-        return record(batch)
+        return record(batch), position(self.stream)
 
     def load(self, state: Any) -> StreamRun:
         self.stream.load_state_dict(state)
@@ -375,7 +381,7 @@ class LoaderRun:
         batch = next(self.it)
         if self.stream.consumed_batches % 5 == 2:
             self.stream.set_weights(weights_for(self.stream.consumed_batches))
-        return record(batch)
+        return (record(batch) if isinstance(batch, dict) else batch), position(self.stream)
 
     def load(self, state: Any) -> LoaderRun:
         self.loader.load_state_dict(state)  # as a trainer does: the next iter() starts there
