@@ -462,6 +462,36 @@ def test_mix_loader_fetching_ahead(k, m, tiny, workers):
                                     load=FetchAheadRun.load, close=FetchAheadRun.close), k, m)
 
 
+class ControlledLoaderRun(LoaderRun):
+    """A MixLoader whose stream an ODM controller (with a MixLogger) retunes every step: the
+    controller's state travels in the stream's checkpoint (attached by name)."""
+
+    def __init__(self, paths: dict[str, str], workers: int):
+        super().__init__(paths, workers)
+        self.records: list = []
+        self.ctrl = ODM(self.stream, warmup=3, observer=MixLogger(hooks=[self.records.append]))
+
+    def step(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.loader)
+        before = len(self.records)
+        batch = next(self.it)
+        loss = 1.0 + batch["domain"].double() + (batch["id"] % 5).double() / 10
+        self.ctrl.feedback(batch["domain"], loss)
+        return (record(batch), position(self.stream), self.ctrl.weight_vector,
+                self.records[before:])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@rounds(max_k=15, max_m=10, examples=3)
+def test_mix_loader_with_a_controller(k, m, tiny, workers):
+    check_state_round_trip(Stateful(make=lambda: ControlledLoaderRun(tiny, workers),
+                                    step=ControlledLoaderRun.step,
+                                    get_state=lambda r: r.loader.state_dict(),
+                                    load=ControlledLoaderRun.load,
+                                    close=ControlledLoaderRun.close), k, m)
+
+
 @rounds(max_k=12, max_m=10, examples=2)
 def test_mix_loader_two_reader_threads(k, m, tiny):
     check_state_round_trip(loader_spec(tiny, 0, threads=2), k, m)
