@@ -63,7 +63,7 @@ def walk(w: Walker, stop: int) -> list:
 def test_skip_to_then_own_equals_a_fresh_walk(topo, cut, more, data):
     """Skipping ``cut`` batches (counts only, bulk path or not) leaves the claim book and the
     counts where owning them one by one does; what follows is identical."""
-    cut -= cut % topo.world_size  # skip_to targets a round start here, as the tracker does
+    # any batch: a reader skips to its own next batch, which may be mid-round
     limited = data.draw(st.booleans())  # a limit forces the batch-by-batch path
     limit = np.full(3, 10**9) if limited else None
     ref = walker(topo, limit=limit)
@@ -74,6 +74,24 @@ def test_skip_to_then_own_equals_a_fresh_walk(topo, cut, more, data):
         assert np.array_equal(w.claims.arrays()[name], arr), name
     assert np.array_equal(w.seen, ref.seen) and w.next_batch == ref.next_batch == cut
     assert walk(w, cut + more) == walk(ref, cut + more)
+
+
+@FAST
+@given(topo=topologies, data=st.data())
+def test_a_reader_owning_only_its_batches_reads_what_the_full_walk_assigns(topo, data):
+    """Reader ``j`` of rank ``r`` owns batches ``t = j (mod N)`` and skips the rest; its domains
+    and window pieces are those the full walk (every batch of every slot) gives them."""
+    rank = data.draw(st.integers(0, topo.world_size - 1))
+    j = data.draw(st.integers(0, topo.num_workers - 1))
+    full = walker(topo)
+    n = 8 * topo.num_slots
+    want = {g: (dom.tolist(), served) for g in range(n)
+            for dom, served in [full.own(g)]}
+    reader = walker(topo)
+    for t in range(j, n // topo.world_size, topo.num_workers):
+        g = topo.global_batch(rank, t)
+        dom, served = reader.own(g)
+        assert (dom.tolist(), served) == want[g], g
 
 
 @FAST
