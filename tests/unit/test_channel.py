@@ -17,7 +17,6 @@ from mixstream.channel import ChannelReallocatedError, WeightChannel, WeightChan
 from mixstream.plan.claims import ClaimBook
 from mixstream.plan.mixture import MixCheckpoint
 from mixstream.plan.order import WindowGeometry
-from mixstream.reading import _take_entries
 from mixstream.walker import Topology, Walker
 
 FAST = settings(max_examples=25, deadline=None)
@@ -276,6 +275,12 @@ def test_scheduling_too_many_changes_ahead_is_refused_whole(tiny):
 
 
 # -- de-duplication of tail entries in a reader -----------------------------------------------
+def _take_entries(walker: Walker, tail: list, seen: dict) -> None:
+    from mixstream.reading import _take_entries as take  # private: imported where it is tested
+
+    take(walker, tail, seen)
+
+
 def _walker(d: int = 2) -> Walker:
     geo = [WindowGeometry(np.array([64]), 64, seed=0, domain=i, shuffle=False) for i in range(d)]
     return Walker(seed=0, block=8, topology=Topology(4, 1, 1), claims=ClaimBook(geo, 1),
