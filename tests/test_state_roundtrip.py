@@ -492,6 +492,26 @@ def test_mix_loader_with_a_controller(k, m, tiny, workers):
                                     close=ControlledLoaderRun.close), k, m)
 
 
+@rounds(max_k=12, max_m=8, examples=2)
+def test_lightning_callback(k, m, tiny):
+    """Lightning saves the callback's state (the loader's at the trained batch) on its own."""
+    lightning = pytest.importorskip("mixstream.integrations.lightning")
+
+    def make() -> LoaderRun:
+        run = LoaderRun(tiny, 0)
+        run.callback = lightning.MixStreamCallback(run.loader)  # type: ignore[attr-defined]
+        return run
+
+    def load(run: LoaderRun, state: Any) -> LoaderRun:
+        run.callback.load_state_dict(state)  # type: ignore[attr-defined]
+        run.it = None
+        return run
+
+    check_state_round_trip(Stateful(make=make, step=LoaderRun.step,
+                                    get_state=lambda r: r.callback.state_dict(),
+                                    load=load, close=LoaderRun.close), k, m)
+
+
 @rounds(max_k=12, max_m=10, examples=2)
 def test_mix_loader_two_reader_threads(k, m, tiny):
     check_state_round_trip(loader_spec(tiny, 0, threads=2), k, m)
