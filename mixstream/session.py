@@ -227,29 +227,25 @@ class Session:
                                "(safe from any thread) or call it from the loop")
         horizon = self.horizon()
         per_batch = self.world_size * self.batch_size
-        latest = self.log.latest.from_sample
-        if from_batch is None:
-            from_sample = max(horizon * per_batch, latest)
-        else:
-            if from_batch < horizon:
-                raise ValueError(f"from_batch={from_batch} may already be prefetched (fetched "
-                                 f"{pos.consumed} + prefetch depth {self.prefetch_depth}); "
-                                 f"use from_batch >= {horizon}")
-            from_sample = from_batch * per_batch
-            if from_sample < latest:
-                raise ValueError(f"from_batch={from_batch} is before the last weight change "
-                                 f"(sample {latest})")
+        if from_batch is not None and from_batch < horizon:
+            raise ValueError(f"from_batch={from_batch} may already be prefetched (fetched "
+                             f"{pos.consumed} + prefetch depth {self.prefetch_depth}); "
+                             f"use from_batch >= {horizon}")
+        # at the horizon by default, not after a change scheduled further ahead (that one still
+        # applies at its own batch; placing the new one there replaced it silently)
+        from_sample = (horizon if from_batch is None else from_batch) * per_batch
         # every entry a reader may not have seen: a reader last read the tail when it started
         # its latest batch, which is at most ``readers`` behind the trainer, and must still walk
         # other readers' batches after it (a floor at the trainer's position dropped entries a
-        # slow reader needed)
+        # slow reader needed). Written first: a tail that does not fit changes nothing.
         readers = max(1, self.num_workers or 0)
         floor = max(self.tail_floor, max(0, pos.consumed - readers) * per_batch)
-        tail = [e for e in self.log.entries if e.from_sample >= floor
-                and e.from_sample != from_sample] + [LogEntry(from_sample, w)]
-        self.plan.channel.write_tail([(e.from_sample, e.weights) for e in tail])
+        tail = sorted([(e.from_sample, e.weights) for e in self.log.entries
+                       if e.from_sample >= floor and e.from_sample != from_sample]
+                      + [(from_sample, w)], key=lambda e: e[0])
+        self.plan.channel.write_tail(tail)
         self.tail_floor = floor  # never lower within an iteration: readers prune below it
-        self.log.append(from_sample, w)
+        self.log.add(from_sample, w)
         pos.tracker.add_entry(from_sample, w)
         if len(self.log) > 4 * self.plan.channel.capacity:
             self._compact()

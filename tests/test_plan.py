@@ -134,13 +134,27 @@ def test_apportion_sums_and_floors(delta, data):
     assert out.sum() == m and (out >= 0).all() and (out[~active] == 0).all()
 
 
-def test_weight_log_replaces_same_index_and_refuses_the_past():
+def test_weight_log_replaces_same_index_keeps_order_and_refuses_the_past():
     log = WeightLog(np.array([1.0, 0.0]))
-    log.append(10, np.array([0.5, 0.5]))
-    assert log.append(10, np.array([0.2, 0.8])) is True and len(log) == 2
+    log.add(10, np.array([0.5, 0.5]))
+    assert log.add(10, np.array([0.2, 0.8])) is True and len(log) == 2
+    assert log.add(5, np.array([1.0, 0.0])) is False  # before one scheduled further ahead
+    assert [e.from_sample for e in log.entries] == [0, 5, 10]
     with pytest.raises(ValueError, match="back in time"):
-        log.append(5, np.array([1.0, 0.0]))
+        log.add(-1, np.array([1.0, 0.0]))
     assert WeightLog.from_state(log.get_state(), 2).get_state() == log.get_state()
+
+
+def test_an_entry_added_before_a_scheduled_one_gives_the_same_mixture_as_in_order():
+    """The cursor takes entries not reached yet in any order (a change placed at the horizon
+    before a change scheduled further ahead): the mixture equals adding them in order."""
+    w0, w1, w2 = np.array([0.5, 0.5]), np.array([0.9, 0.1]), np.array([0.1, 0.9])
+    a = MixCursor(3, 16, MixCheckpoint.initial(w0))
+    a.add_entry(40, w2)
+    a.domains(0, 8)
+    a.add_entry(20, w1)  # inserted before the scheduled one
+    b = MixCursor(3, 16, MixCheckpoint.initial(w0), [(20, w1), (40, w2)])
+    assert np.array_equal(a.domains(0, 200), b.domains(0, 200))
 
 
 def geometry(n_blocks, block, window, seed=0):

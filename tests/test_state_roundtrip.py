@@ -106,7 +106,7 @@ def weight_log_spec() -> Stateful[Any]:
     def step(box: Any) -> Any:
         latest, n = box.log.latest.from_sample, len(box.log)
         at = latest if (latest + n) % 3 == 0 else latest + 5 + n  # some replace the last entry
-        replaced = box.log.append(at, np.asarray(weights_for(at + n)) / sum(weights_for(at + n)))
+        replaced = box.log.add(at, np.asarray(weights_for(at + n)) / sum(weights_for(at + n)))
         return replaced, log_state(box.log)
 
     def load(box: Any, state: Any) -> Any:
@@ -143,7 +143,7 @@ class CursorRun:
         if (self.pos // 7) % 3 == 1:  # a change a little ahead, sometimes replacing the last
             at = max(self.pos + 3 * (self.pos % 2), self.log.latest.from_sample)
             w = np.asarray(weights_for(at)) / sum(weights_for(at))
-            self.log.append(at, w)
+            self.log.add(at, w)
             self.cursor.add_entry(at, w)
         n = 5 + self.pos % 11
         dom = self.cursor.domains(self.pos, self.pos + n)
@@ -239,7 +239,7 @@ class TrackerRun:
         if b % 3 == 0:
             at = (b + 2) * self.topo.world_size * self.topo.batch_size
             w = np.asarray(weights_for(at)) / sum(weights_for(at))
-            self.log.append(at, w)
+            self.log.add(at, w)
             self.tracker.add_entry(at, w)
         self.tracker.advance_to(b + 1 + b % 2)
         return self.tracker.batch, self.tracker.realised_counts()

@@ -27,6 +27,7 @@ this module.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -220,12 +221,13 @@ class MixCursor:
                 f"{self.frontier} were produced; apply weight changes at or after the first sample "
                 f"not yet prefetched (MixLoader does this), or pass a later from_sample")
         w = np.asarray(weights, dtype=np.float64)
-        if self._pending and from_sample <= self._pending[-1][0]:
-            if from_sample < self._pending[-1][0]:
-                raise ValueError("weight-log entries must be added in order")
-            self._pending[-1] = (from_sample, w)
+        # entries not reached yet may come in any order (a change placed before one scheduled
+        # further ahead); one at the same sample replaces it
+        i = bisect.bisect_left([f for f, _ in self._pending], from_sample)
+        if i < len(self._pending) and self._pending[i][0] == from_sample:
+            self._pending[i] = (from_sample, w)
         else:
-            self._pending.append((from_sample, w))
+            self._pending.insert(i, (from_sample, w))
         if from_sample == self._chunk_start:  # nothing produced at cs yet: switch now
             self._switch_if_due()
             self._order = None

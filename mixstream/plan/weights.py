@@ -1,12 +1,14 @@
-"""Mixture weights: validation and the append-only weight log.
+"""Mixture weights: validation and the weight log.
 
 A weight-log entry says: from global sample ``from_sample`` on, domains are mixed with
-``weights``. Entries are appended with increasing ``from_sample``; appending at the same index
-as the last entry replaces it (several calls within one step keep the last one).
+``weights``. Entries are kept in order of ``from_sample``; a new one lands where no reader has
+produced anything yet (the stream checks that), which may be before an entry scheduled further
+ahead; one at the same sample replaces it (several calls within one step keep the last one).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -95,19 +97,21 @@ class WeightLog:
     def digest(self) -> str:
         return self._digest
 
-    def append(self, from_sample: int, weights: np.ndarray) -> bool:
-        """Add an entry; returns True if it replaced the last one (same ``from_sample``)."""
-        last = self.entries[-1]
-        if from_sample < last.from_sample:
+    def add(self, from_sample: int, weights: np.ndarray) -> bool:
+        """Add an entry in order of ``from_sample`` (the caller places it where nothing was
+        produced yet, possibly before one scheduled further ahead); returns True if it replaced
+        one at the same sample."""
+        if from_sample < self.entries[0].from_sample:
             raise ValueError(f"weight-log entries must not go back in time: from_sample "
-                             f"{from_sample} < {last.from_sample} of the last entry")
+                             f"{from_sample} < {self.entries[0].from_sample} of the first entry")
         entry = LogEntry(int(from_sample), np.asarray(weights, dtype=np.float64))
         self._digest = hashlib.sha256(self._digest.encode() + np.int64(from_sample).tobytes()
                                       + entry.weights.tobytes()).hexdigest()
-        if from_sample == last.from_sample:
-            self.entries[-1] = entry
+        i = bisect.bisect_left([e.from_sample for e in self.entries], from_sample)
+        if i < len(self.entries) and self.entries[i].from_sample == from_sample:
+            self.entries[i] = entry
             return True
-        self.entries.append(entry)
+        self.entries.insert(i, entry)
         return False
 
     def after(self, sample: int) -> list[tuple[int, np.ndarray]]:

@@ -117,16 +117,16 @@ def test_a_malformed_mix_state_is_refused(edit, match):
 
 def test_weight_log_state_round_trip_keeps_the_digest_input():
     log = WeightLog(np.array([0.5, 0.5]))
-    log.append(8, np.array([0.2, 0.8]))
-    log.append(8, np.array([0.3, 0.7]))  # same index: replaces
-    log.append(20, np.array([1.0, 0.0]))
+    log.add(8, np.array([0.2, 0.8]))
+    log.add(8, np.array([0.3, 0.7]))  # same index: replaces
+    log.add(20, np.array([1.0, 0.0]))
     back = WeightLog.from_state(log.get_state(), 2, digest=log.digest)
     assert back.get_state() == log.get_state() == [[0, [0.5, 0.5]], [8, [0.3, 0.7]],
                                                    [20, [1.0, 0.0]]]
     assert [f for f, _ in back.after(8)] == [20]
     other = WeightLog(np.array([0.5, 0.5]))
-    other.append(8, np.array([0.3, 0.7]))
-    other.append(20, np.array([1.0, 0.0]))
+    other.add(8, np.array([0.3, 0.7]))
+    other.add(20, np.array([1.0, 0.0]))
     assert other.digest != log.digest  # the digest covers replaced entries too
 
 
@@ -147,7 +147,7 @@ def test_a_malformed_weight_log_state_is_refused(state, match):
 def test_compact_keeps_the_entry_in_force():
     log = WeightLog(np.array([0.5, 0.5]))
     for f in (10, 20, 30):
-        log.append(f, np.array([0.1 * f / 10, 1 - 0.1 * f / 10]))
+        log.add(f, np.array([0.1 * f / 10, 1 - 0.1 * f / 10]))
     log.compact(25)
     assert [e.from_sample for e in log.entries] == [20, 30]  # 20 is in force at 25
 
