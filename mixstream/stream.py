@@ -332,8 +332,9 @@ class MixStream(IterableDataset):
         The stream continues as if its checkpoint at that batch were loaded into a stream with
         the larger domain set (see :meth:`load_state_dict`): old domains keep their epochs and
         positions, new ones start fresh, ``weights`` (every domain, by name; default uniform)
-        apply from there. The MixLoader restarts its workers at that batch (batches it had
-        prefetched are produced again under the new plan). Needs a MixLoader.
+        apply from there and supersede weight changes scheduled after it (a warning names
+        them). The MixLoader restarts its workers at that batch (batches it had prefetched are
+        produced again under the new plan). Needs a MixLoader.
         """
         self._corpus.check_new(list(domains))
         new = [Domain(name, spec, remote=self._remote, verify=self._verify)
@@ -356,6 +357,11 @@ class MixStream(IterableDataset):
             self._attached.check_remappable()
             at = session.position.consumed
             session.position.trained = None
+            after = at * self.world_size * (self.batch_size or 0)
+            dropped = [f for f, _ in self.weight_log if f > after]
+            if dropped:
+                log.warning("the domain set changes at batch %d: weight changes scheduled from "
+                            "samples %s are superseded by the new domains' weights", at, dropped)
             state = self.state_dict(check_ranks=False)
             self._plan.channel.frozen = False  # the loader makes new workers with new buffers
             session.position.tracker = None

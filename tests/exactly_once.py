@@ -66,6 +66,9 @@ class Scenario:
     on_exhausted: str = "restart"
     steps: int = 20
     changes: list[tuple[int, list[float]]] = field(default_factory=list)  # (step, weights)
+    # (step, weights, k): set_weights(from_batch=horizon + k), a change scheduled ahead; later
+    # default changes land before it (placed at the horizon) and it still applies at its batch
+    scheduled: list[tuple[int, list[float], int]] = field(default_factory=list)
     resume_at: int | None = None
     resume_world: int | None = None
     resume_workers: int | None = None
@@ -206,6 +209,14 @@ def run(sc: Scenario, *, steps: int | None = None, state: list[dict] | None = No
                 ended[r] = True
             else:
                 rows[r].append(_row(batch))
+        for when, weights, ahead in sc.scheduled:
+            if when != step or any(ended):
+                continue
+            for rk in ranks:
+                w = {n: weights[sc.names.index(n)] for n in rk.stream.domains}
+                if sum(w.values()) > 0:
+                    horizon = rk.stream.consumed_batches + rk.stream.prefetch_depth
+                    rk.stream.set_weights(w, from_batch=horizon + ahead)
         if step in changes and not any(ended):  # (a loop that ended makes no more changes)
             for rk in ranks:
                 cur = rk.stream.domains
@@ -278,7 +289,9 @@ def check_mixture(sc: Scenario, run_: Run) -> None:
     # README bound: every prefix within 1 + D/4 of the weights' integral
     n = len(dom)
     rate = np.zeros((n, d))
-    points = list(log)
+    # in order of sample (a change may land before one scheduled further ahead); for one
+    # sample, the last call wins (the stable sort keeps call order)
+    points = sorted(log, key=lambda p: p[0])
     for i, (f, w) in enumerate(points):
         end = points[i + 1][0] if i + 1 < len(points) else n
         rate[min(f, n):min(end, n)] = w

@@ -312,3 +312,16 @@ def test_native_shards_appended_to_a_domain_join_it_and_changed_ones_are_refused
     swapped = MixStream({"web": [str(changed), more], "code": code}, seed=1, shuffle_window=32)
     with pytest.raises(ValueError, match=r"may only grow"):
         MixLoader(swapped, batch_size=8).load_state_dict(state)
+
+
+def test_a_domain_change_names_the_weight_changes_it_supersedes(caplog):
+    s = MixStream(domains(["web", "code"]), seed=3, shuffle_window=24)
+    loader = MixLoader(s, batch_size=8, num_workers=0)
+    it = iter(loader)
+    next(it)
+    s.set_weights({"web": 1, "code": 3}, from_batch=20)  # scheduled ahead
+    with caplog.at_level("WARNING", logger="mixstream.stream"):
+        at = s.add_domains(domains(["math"]))
+    assert at == 1
+    assert "superseded" in caplog.text and "160" in caplog.text  # sample 20 * 8
+    assert [f for f, _ in s.weight_log] == [8]  # the new domains' weights from batch 1

@@ -50,6 +50,10 @@ def scenarios(draw, real_workers: bool = False, max_workers: int = 4,
     changes = draw(st.lists(
         st.tuples(st.integers(0, steps - 1), st.lists(weight, min_size=d, max_size=d)
                   .filter(lambda w: sum(w) > 0)), max_size=3, unique_by=lambda c: c[0]))
+    scheduled = draw(st.lists(
+        st.tuples(st.integers(0, steps - 1), st.lists(weight, min_size=d, max_size=d)
+                  .filter(lambda w: sum(w) > 0), st.integers(1, 6)), max_size=2,
+        unique_by=lambda c: c[0]))
     resume = draw(st.none() | st.integers(1, steps - 1))
     elastic = resume is not None and draw(st.booleans())
     # elastic resume keeps the global batch: the new world size divides batch x world
@@ -74,7 +78,7 @@ def scenarios(draw, real_workers: bool = False, max_workers: int = 4,
         shuffle=draw(st.booleans()), batch=batch, world=world, workers=workers,
         on_exhausted="restart" if continual else draw(st.sampled_from(["restart", "stop"])),
         steps=steps,
-        changes=sorted(changes), resume_at=resume,
+        changes=sorted(changes), scheduled=sorted(scheduled), resume_at=resume,
         resume_world=new_world if elastic else None,
         resume_workers=draw(st.integers(0, max_workers)) if elastic else None,
         resume_batch=batch * world // new_world if elastic else None,
