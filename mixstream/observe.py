@@ -148,11 +148,26 @@ class MixLogger:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Plain Python only (``torch.load(weights_only=True)`` loads it)."""
-        return {"loss_ema": {str(k): float(v) for k, v in self.loss_ema.items()}}
+        """Plain Python only (``torch.load(weights_only=True)`` loads it): the loss EMAs and
+        the partial ``log_every`` interval, so a resumed run writes the same records."""
+        interval = None
+        if self._counts is not None and self._tok is not None and self._tok_loss is not None:
+            interval = {"counts": self._counts.tolist(), "tokens": self._tok.tolist(),
+                        "tok_loss": self._tok_loss.tolist(), "steps": int(self._pending)}
+        return {"loss_ema": {str(k): float(v) for k, v in self.loss_ema.items()},
+                "interval": interval}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.loss_ema = {str(k): float(v) for k, v in state.get("loss_ema", {}).items()}
+        interval = state.get("interval")
+        if interval is None:  # (also a checkpoint from before the interval was saved)
+            self._counts = self._tok = self._tok_loss = None
+            self._pending = 0
+            return
+        self._counts = np.asarray(interval["counts"], dtype=np.float64)
+        self._tok = np.asarray(interval["tokens"], dtype=np.float64)
+        self._tok_loss = np.asarray(interval["tok_loss"], dtype=np.float64)
+        self._pending = int(interval["steps"])
 
 
 def read_log(path: str | Path) -> list[dict]:
