@@ -694,9 +694,10 @@ def logger_spec(records: bool) -> Stateful[LoggerRun]:
                     get_state=LoggerRun.state, load=LoggerRun.load)
 
 
+@pytest.mark.parametrize("records", [False, True])
 @rounds(max_k=10, max_m=10, examples=6)
-def test_mix_logger(k, m):
-    check_state_round_trip(logger_spec(records=False), k, m)
+def test_mix_logger(k, m, records):
+    check_state_round_trip(logger_spec(records), k, m)
 
 
 @pytest.mark.parametrize(("k", "m"), [(4, 5), (0, 2)])  # 4: mid-interval; 0, 2: a rewind
