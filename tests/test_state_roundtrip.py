@@ -106,6 +106,8 @@ def weight_log_spec() -> Stateful[Any]:
     def step(box: Any) -> Any:
         latest, n = box.log.latest.from_sample, len(box.log)
         at = latest if (latest + n) % 3 == 0 else latest + 5 + n  # some replace the last entry
+        if (latest + n) % 5 == 1 and len(box.log) > 1:  # some go before one scheduled ahead
+            at = (box.log.entries[-2].from_sample + latest) // 2
         replaced = box.log.add(at, np.asarray(weights_for(at + n)) / sum(weights_for(at + n)))
         return replaced, log_state(box.log)
 
@@ -140,8 +142,12 @@ class CursorRun:
                 "pos": self.pos}
 
     def step(self) -> Any:
-        if (self.pos // 7) % 3 == 1:  # a change a little ahead, sometimes replacing the last
-            at = max(self.pos + 3 * (self.pos % 2), self.log.latest.from_sample)
+        ahead = []
+        if (self.pos // 7) % 3 == 1:  # a change a little ahead (at the position now and then)
+            ahead.append(self.pos + 3 * (self.pos % 2))
+        if (self.pos // 5) % 4 == 2:  # one scheduled far ahead: later ones go before it
+            ahead.append(self.pos + 45)
+        for at in ahead:
             w = np.asarray(weights_for(at)) / sum(weights_for(at))
             self.log.add(at, w)
             self.cursor.add_entry(at, w)
@@ -236,8 +242,9 @@ class TrackerRun:
 
     def step(self) -> Any:
         b = self.tracker.batch
-        if b % 3 == 0:
-            at = (b + 2) * self.topo.world_size * self.topo.batch_size
+        per_batch = self.topo.world_size * self.topo.batch_size
+        for ahead in (2, 9) if b % 3 == 0 else ():  # near, and far (later near ones go before)
+            at = (b + ahead) * per_batch
             w = np.asarray(weights_for(at)) / sum(weights_for(at))
             self.log.add(at, w)
             self.tracker.add_entry(at, w)

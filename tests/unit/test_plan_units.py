@@ -171,6 +171,25 @@ def test_rebase_freezes_switched_off_domains_and_keeps_the_total(data, d):
     assert np.allclose(gained, gained.sum() * w[~off] / w[~off].sum())  # in proportion
 
 
+@FAST
+@given(data=st.data(), block=st.sampled_from([1, 7, 16]))
+def test_entries_not_reached_yet_may_come_in_any_order(data, block):
+    """A change placed before one scheduled further ahead: the sequence is the one the same
+    entries give in order of their sample (and the weight log keeps that order too)."""
+    points = data.draw(st.lists(st.integers(0, 120), min_size=1, max_size=6, unique=True))
+    entries = [(f, np.random.default_rng(f).dirichlet(np.ones(3))) for f in points]
+    shuffled = data.draw(st.permutations(entries))
+    start = MixCheckpoint.initial(np.array([0.2, 0.3, 0.5]))
+    ordered = MixCursor(3, block, start, sorted(entries, key=lambda e: e[0]))
+    cur = MixCursor(3, block, start)
+    log = WeightLog(np.array([0.2, 0.3, 0.5]))
+    for f, w in shuffled:
+        cur.add_entry(f, w)
+        log.add(f, w)
+    assert cur.domains(0, 150).tolist() == ordered.domains(0, 150).tolist()
+    assert [e.from_sample for e in log.entries] == sorted({0, *points})
+
+
 def test_targets_at_follow_the_weights():
     cur = MixCursor(0, 10, MixCheckpoint.initial(np.array([0.5, 0.5])),
                     [(20, np.array([1.0, 0.0]))])
