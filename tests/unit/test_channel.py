@@ -320,3 +320,22 @@ def test_dedup_makes_a_reader_walk_like_the_trainer():
         _take_entries(r, [e for e in changes if e[0] >= max(0, g - 2) * 4], seen)
         got.append(r.own(g)[0].tolist())
     assert got == want
+
+
+def test_a_change_placed_before_a_scheduled_one_reaches_the_reader():
+    """The trainer schedules a change far ahead, then places one before it: the reader, which
+    already took the far one, takes the near one too and walks as the trainer does."""
+    far, near = (40, np.array([0.1, 0.9])), (20, np.array([0.8, 0.2]))
+    visible = {0: [far], 3: [near, far]}  # the tail a reader sees before batch g
+    ref = _walker()
+    for f, w in (near, far):
+        ref.cursor.add_entry(f, w)
+    want = [ref.own(g)[0].tolist() for g in range(14)]
+    r = _walker()
+    seen: dict[int, np.ndarray] = {0: np.array([0.5, 0.5])}
+    got, tail = [], []
+    for g in range(14):
+        tail = visible.get(g, tail)
+        _take_entries(r, tail, seen)
+        got.append(r.own(g)[0].tolist())
+    assert got == want
