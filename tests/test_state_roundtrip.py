@@ -386,8 +386,12 @@ class LoaderRun:
         if self.it is None:
             self.it = iter(self.loader)
         batch = next(self.it)
-        if self.stream.consumed_batches % 5 == 2:
-            self.stream.set_weights(weights_for(self.stream.consumed_batches))
+        at = self.stream.consumed_batches
+        if at % 7 == 3:  # scheduled past the prefetch horizon; default changes go before it
+            self.stream.set_weights(weights_for(1000 + at),
+                                    from_batch=at + self.stream.prefetch_depth + 6)
+        elif at % 5 == 2:
+            self.stream.set_weights(weights_for(at))
         return (record(batch) if isinstance(batch, dict) else batch), position(self.stream)
 
     def load(self, state: Any) -> LoaderRun:
