@@ -133,11 +133,21 @@ LAGGING_READER = Scenario(  # a reader that starts its batch late must still get
     sizes=[[50] * 4, [50] * 4], weights=[1, 1], window=16, batch=2, workers=4, steps=60,
     changes=[(s, [1 + (s % 3), 1]) for s in range(0, 60, 2)], seed=1)
 
+SWITCH_OFF_HANDS_OVER = Scenario(  # the README bound read as "of the raw weights' integral"
+    # failed (2.01 > 2): switching domain 3 off hands its unserved 1.15 samples to domain 2
+    sizes=[[2], [1], [1, 1, 35, 40, 40], [40]], weights=[0.1, 0.1, 0.1, 1.0], window=1,
+    shuffle=False, batch=8, world=4, workers=2, steps=11,
+    scheduled=[(2, [0.1, 0.1, 3.0, 0.0], 3)])
+SCHEDULED_THEN_DEFAULT = Scenario(  # a default change lands before one scheduled ahead
+    sizes=[[40] * 3, [40] * 3], weights=[1, 1], window=16, batch=4, workers=2, steps=40,
+    scheduled=[(3, [0.0, 1.0], 5)], changes=[(4, [3, 1]), (9, [1, 3])])
+
 
 @pytest.mark.parametrize("sc", [SMALL_DOMAINS, SMALL_DOMAINS_NO_SHUFFLE, TWO_RANKS_ONE_FILE,
-                                ONE_SAMPLE_DOMAIN, STOP_MODE_RANKS, LAGGING_READER],
+                                ONE_SAMPLE_DOMAIN, STOP_MODE_RANKS, LAGGING_READER,
+                                SWITCH_OFF_HANDS_OVER, SCHEDULED_THEN_DEFAULT],
                          ids=["small", "small-noshuffle", "ranks-one-file", "one-sample", "stop",
-                              "lagging-reader"])
+                              "lagging-reader", "switch-off", "scheduled-then-default"])
 def test_known_cases(sc):
     check(sc)
 
