@@ -25,7 +25,7 @@ from .reservoir import DomainExhausted, DomainReader
 from .ring import BatchRing
 from .sources.base import Schema
 from .sources.resolve import Domain
-from .walker import StreamEnd, Topology, Walker
+from .walker import SlotLayout, StreamEnd, Walker
 
 
 @dataclass
@@ -54,8 +54,8 @@ class ReaderPlan:
     _geometry: list[Geometry] | None = field(default=None, repr=False)
 
     @property
-    def topology(self) -> Topology:
-        return Topology(self.batch_size, self.world_size, self.num_workers)
+    def layout(self) -> SlotLayout:
+        return SlotLayout(self.batch_size, self.world_size, self.num_workers)
 
     def default_segments(self) -> list[list[tuple[int, int, int]]]:
         return [[(0, len(d.block_sizes), w)] for d, w in zip(self.domains, self.windows)]
@@ -107,7 +107,7 @@ def produce(plan: ReaderPlan, worker: int, num: int, ring: BatchRing | None = No
     ``t ≡ start + worker (mod num)`` from the start checkpoint in the channel. With ``ring``
     (a DataLoader worker process), each batch is written to its ring slot and a
     :class:`~mixstream.ring.RingRef` is yielded instead."""
-    topo = plan.topology
+    topo = plan.layout
     bsz = plan.batch_size
     channel = plan.channel
     start, mix, arrays = channel.read_start()

@@ -34,7 +34,7 @@ from .plan.rng import domain_key
 from .plan.weights import LogEntry, WeightLog
 from .position import Resume
 from .sources.resolve import Domain
-from .walker import Topology
+from .walker import SlotLayout
 
 
 @dataclass
@@ -72,7 +72,7 @@ def restore(state: Mapping[str, Any], corpus: Corpus, settings: Settings,
                          f"world_size={world}, consumed_batches={consumed}")
     log = WeightLog.from_state(require(state, "weight_log", list), d)
     mix = MixCheckpoint.from_state(require(state, "mix", dict), d)
-    old = Topology(bsz, world, nw)
+    old = SlotLayout(bsz, world, nw)
     arrays = ClaimBook.parse_state(require(state, "claims", dict), d, old.num_slots)
     attached = dict(require(state, "attached", dict))
     # -- this corpus against the checkpoint's, by name ----------------------------------------

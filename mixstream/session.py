@@ -32,11 +32,11 @@ from .sources.base import Schema
 from .sources.resolve import Domain
 from .topology import resolve_topology
 from .tracker import PositionTracker
-from .walker import Topology
+from .walker import SlotLayout
 
 
 class Session:
-    """Topology, position and weight log of one stream in the trainer's process."""
+    """SlotLayout, position and weight log of one stream in the trainer's process."""
 
     def __init__(self, plan: ReaderPlan, initial_weights: np.ndarray, *, rank: int | None,
                  world_size: int | None, max_pending: int | None):
@@ -131,14 +131,14 @@ class Session:
             pos.replay_load()
             pos.tracker = self.new_tracker()
 
-    def topology(self) -> Topology:
+    def layout(self) -> SlotLayout:
         assert self.batch_size is not None
-        return Topology(self.batch_size, self.world_size, self.num_workers or 0)
+        return SlotLayout(self.batch_size, self.world_size, self.num_workers or 0)
 
     def new_tracker(self) -> PositionTracker:
         """A tracker at the position, from the loaded checkpoint if any (elastic if its
         topology differs), else from the start."""
-        topo = self.topology()
+        topo = self.layout()
         pos = self.position
         self.plan.batch_size, self.plan.num_workers = topo.batch_size, self.num_workers or 0
         r, pos.resume = pos.resume, None
@@ -147,7 +147,7 @@ class Session:
             claims = ClaimBook(self.plan.geometry, topo.num_slots)
         else:
             claims = r.claim_book()
-            old = Topology(r.batch_size, r.world_size, r.num_workers)
+            old = SlotLayout(r.batch_size, r.world_size, r.num_workers)
             if (old.batch_size, old.world_size, old.num_workers) != (
                     topo.batch_size, topo.world_size, topo.num_workers):
                 claims = self._elastic(old, topo, claims)
@@ -157,7 +157,7 @@ class Session:
         self.plan.channel.allocate_start(claims.num_slots, claims.queue_depth)
         return tracker
 
-    def _elastic(self, old: Topology, new: Topology, claims: ClaimBook) -> ClaimBook:
+    def _elastic(self, old: SlotLayout, new: SlotLayout, claims: ClaimBook) -> ClaimBook:
         """Resume a checkpoint under another topology (see ClaimBook.remap)."""
         done = self.position.consumed * old.world_size * old.batch_size
         step = new.world_size * new.batch_size
@@ -262,7 +262,7 @@ class Session:
     def load(self, got: Restored) -> None:
         """Continue from a checkpoint :func:`~mixstream.resume.restore` checked."""
         if self.plan.channel.frozen and self.bound and \
-                got.resume.claims.num_slots != self.topology().num_slots:
+                got.resume.claims.num_slots != self.layout().num_slots:
             raise RuntimeError("cannot load a checkpoint of another topology into a stream whose "
                                "persistent DataLoader workers are running; create a new MixLoader")
         self.plan.segments, self.plan._geometry = got.segments, None
@@ -272,7 +272,7 @@ class Session:
             self.position.tracker = self.new_tracker()
 
     def get_state(self) -> dict[str, Any]:
-        """Topology, position, retained weight log, mixture checkpoint and claim book at the
+        """SlotLayout, position, retained weight log, mixture checkpoint and claim book at the
         trained position. Holds the lock."""
         tracker = self.position.tracker
         if tracker is None:

@@ -11,11 +11,11 @@ import numpy as np
 
 from .plan.claims import ClaimBook
 from .plan.mixture import MixCheckpoint
-from .walker import Topology, Walker
+from .walker import SlotLayout, Walker
 
 
 class PositionTracker:
-    def __init__(self, *, seed: int, block: int, topology: Topology, claims: ClaimBook,
+    def __init__(self, *, seed: int, block: int, topology: SlotLayout, claims: ClaimBook,
                  mix: MixCheckpoint, pending: list[tuple[int, np.ndarray]], batch: int = 0):
         self.topo = topology
         self.batch = batch  # this rank's batches consumed

@@ -22,7 +22,7 @@ class StreamEnd(Exception):
     """``stop`` mode: the next round needs a sample beyond a domain's first epoch."""
 
 
-class Topology:
+class SlotLayout:
     """``world_size`` ranks x ``num_workers`` readers; global batch ``g`` belongs to rank
     ``g % world`` and, within it, to reader slot ``(g // world) % num_workers``."""
 
@@ -48,7 +48,7 @@ class Walker:
     ``limit``: per-domain sample counts not to exceed (``stop`` mode: the domain sizes).
     """
 
-    def __init__(self, *, seed: int, block: int, topology: Topology, claims: ClaimBook,
+    def __init__(self, *, seed: int, block: int, topology: SlotLayout, claims: ClaimBook,
                  mix: MixCheckpoint, pending: list[tuple[int, np.ndarray]], next_batch: int,
                  limit: np.ndarray | None = None):
         self.topo = topology

@@ -33,7 +33,7 @@ from mixstream.plan.weights import LogEntry, WeightLog
 from mixstream.shards.writer import write_shards
 from mixstream.stages import Stage, StagePlan
 from mixstream.tracker import PositionTracker
-from mixstream.walker import Topology
+from mixstream.walker import SlotLayout
 
 SIZES = {"a": 120, "b": 80, "c": 50}
 
@@ -212,7 +212,7 @@ class TrackerRun:
     """A trainer-side tracker (2 ranks x 2 workers) advanced step by step, with weight changes
     placed a few batches ahead, rebuilt from its state the way the stream does it."""
 
-    topo = Topology(batch_size=4, world_size=2, num_workers=2)
+    topo = SlotLayout(batch_size=4, world_size=2, num_workers=2)
     geo = geometry()
 
     def __init__(self, state: Any = None):

@@ -17,7 +17,7 @@ from mixstream.channel import ChannelReallocatedError, WeightChannel, WeightChan
 from mixstream.plan.claims import ClaimBook
 from mixstream.plan.mixture import MixCheckpoint
 from mixstream.plan.order import WindowGeometry
-from mixstream.walker import Topology, Walker
+from mixstream.walker import SlotLayout, Walker
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -283,7 +283,7 @@ def _take_entries(walker: Walker, tail: list, seen: dict) -> None:
 
 def _walker(d: int = 2) -> Walker:
     geo = [WindowGeometry(np.array([64]), 64, seed=0, domain=i, shuffle=False) for i in range(d)]
-    return Walker(seed=0, block=8, topology=Topology(4, 1, 1), claims=ClaimBook(geo, 1),
+    return Walker(seed=0, block=8, topology=SlotLayout(4, 1, 1), claims=ClaimBook(geo, 1),
                   mix=MixCheckpoint.initial(np.full(d, 1 / d)), pending=[], next_batch=0)
 
 

@@ -11,7 +11,7 @@ from mixstream.plan.claims import ClaimBook
 from mixstream.plan.mixture import MixCheckpoint, MixCursor
 from mixstream.plan.order import WindowGeometry
 from mixstream.tracker import PositionTracker
-from mixstream.walker import Topology
+from mixstream.walker import SlotLayout
 
 W0 = np.array([0.6, 0.3, 0.1])
 
@@ -21,7 +21,7 @@ def geometry() -> list:
             for i, s in enumerate([[12, 9], [7, 7, 7], [30]])]
 
 
-def tracker(topo: Topology, pending=()) -> PositionTracker:
+def tracker(topo: SlotLayout, pending=()) -> PositionTracker:
     return PositionTracker(seed=5, block=16, topology=topo,
                            claims=ClaimBook(geometry(), topo.num_slots),
                            mix=MixCheckpoint.initial(W0), pending=list(pending))
@@ -39,7 +39,7 @@ def snapshot(t: PositionTracker) -> tuple:
 @given(bsz=st.integers(1, 5), world=st.integers(1, 3), workers=st.integers(0, 3),
        stops=st.lists(st.integers(0, 40), min_size=1, max_size=5))
 def test_advance_to_equals_walking_one_round_at_a_time(bsz, world, workers, stops):
-    topo = Topology(bsz, world, workers)
+    topo = SlotLayout(bsz, world, workers)
     jump, step = tracker(topo), tracker(topo)
     for b in sorted(stops):
         jump.advance_to(b)
@@ -55,7 +55,7 @@ def test_realised_counts_are_the_mixture_prefix(bsz, world, b, change):
     """Counts before round ``b`` = the per-domain counts of the first ``b * world * bsz``
     samples of the mixture sequence (with a weight change scheduled at ``change``)."""
     w1 = np.array([0.0, 0.5, 0.5])
-    t = tracker(Topology(bsz, world, 2), pending=[(change, w1)] if change else [])
+    t = tracker(SlotLayout(bsz, world, 2), pending=[(change, w1)] if change else [])
     t.advance_to(b)
     cursor = MixCursor(5, 16, MixCheckpoint.initial(W0), [(change, w1)] if change else [])
     n = b * world * bsz
@@ -65,7 +65,7 @@ def test_realised_counts_are_the_mixture_prefix(bsz, world, b, change):
 
 
 def test_add_entry_applies_from_its_sample_and_late_entries_are_refused():
-    t = tracker(Topology(4, 1, 1))
+    t = tracker(SlotLayout(4, 1, 1))
     t.advance_to(3)  # samples [0, 12) walked
     t.add_entry(16, np.array([0.0, 0.0, 1.0]))
     before = t.realised_counts()
@@ -78,7 +78,7 @@ def test_add_entry_applies_from_its_sample_and_late_entries_are_refused():
 
 
 def test_the_position_cannot_go_back():
-    t = tracker(Topology(2, 1, 0))
+    t = tracker(SlotLayout(2, 1, 0))
     t.advance_to(5)
     t.advance_to(5)  # staying is fine
     with pytest.raises(ValueError, match="cannot go back from batch 5 to 4; load a checkpoint"):

@@ -1,4 +1,4 @@
-"""Topology and Walker: who owns which global batch, and walking the plan by rounds."""
+"""SlotLayout and Walker: who owns which global batch, and walking the plan by rounds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from mixstream.plan.claims import ClaimBook
 from mixstream.plan.mixture import MixCheckpoint, MixCursor
 from mixstream.plan.order import WindowGeometry
-from mixstream.walker import StreamEnd, Topology, Walker
+from mixstream.walker import SlotLayout, StreamEnd, Walker
 
 FAST = settings(max_examples=30, deadline=None)
 SIZES = [[10, 7, 12], [5, 5], [9]]  # per domain: block sizes (small: epochs wrap quickly)
@@ -21,7 +21,7 @@ def geometry(window: int = 6) -> list:
             for i, s in enumerate(SIZES)]
 
 
-def walker(topo: Topology, *, next_batch: int = 0, limit=None, book=None, mix=None,
+def walker(topo: SlotLayout, *, next_batch: int = 0, limit=None, book=None, mix=None,
            pending=(), weights=(0.5, 0.3, 0.2)) -> Walker:
     mix = mix or MixCheckpoint.initial(np.asarray(weights, np.float64))
     return Walker(seed=1, block=8, topology=topo, claims=book or ClaimBook(geometry(),
@@ -29,7 +29,7 @@ def walker(topo: Topology, *, next_batch: int = 0, limit=None, book=None, mix=No
                   mix=mix, pending=list(pending), next_batch=next_batch, limit=limit)
 
 
-topologies = st.builds(Topology, batch_size=st.integers(1, 6), world_size=st.integers(1, 3),
+topologies = st.builds(SlotLayout, batch_size=st.integers(1, 6), world_size=st.integers(1, 3),
                        num_workers=st.integers(0, 3))
 
 
@@ -51,7 +51,7 @@ def test_slot_of_matches_rank_and_worker(topo, n):
 
 
 def test_num_workers_zero_is_one_reader():
-    assert Topology(4, 2, 0).num_workers == 1 and Topology(4, 2, 0).num_slots == 2
+    assert SlotLayout(4, 2, 0).num_workers == 1 and SlotLayout(4, 2, 0).num_slots == 2
 
 
 def walk(w: Walker, stop: int) -> list:
@@ -110,7 +110,7 @@ def test_a_walker_started_from_a_checkpoint_walks_on_identically(topo, start, n)
 
 
 def test_domains_follow_the_mixture_sequence_and_pieces_add_up():
-    topo = Topology(5, 2, 2)
+    topo = SlotLayout(5, 2, 2)
     w = walker(topo)
     cursor = MixCursor(1, 8, MixCheckpoint.initial(np.array([0.5, 0.3, 0.2])))
     for g in range(40):
@@ -122,13 +122,13 @@ def test_domains_follow_the_mixture_sequence_and_pieces_add_up():
 
 
 def test_a_round_must_be_started_at_its_first_batch():
-    w = walker(Topology(4, 2, 1), next_batch=1)  # a walker must start at a round
+    w = walker(SlotLayout(4, 2, 1), next_batch=1)  # a walker must start at a round
     with pytest.raises(RuntimeError, match="middle of an unwalked round"):
         w.own(1)
 
 
 def test_weight_entries_apply_from_their_sample():
-    topo = Topology(4, 1, 1)
+    topo = SlotLayout(4, 1, 1)
     w = walker(topo, pending=[(8, np.array([0.0, 0.0, 1.0]))])
     doms = [w.own(g)[0].tolist() for g in range(4)]
     assert all(d == [2] * 4 for d in doms[2:])  # from sample 8 on: only domain 2
@@ -139,7 +139,7 @@ def test_weight_entries_apply_from_their_sample():
 def test_stop_mode_ends_before_the_first_round_beyond_an_epoch(world):
     """Every rank ends at the same round; no domain beyond its first epoch; the round that ends
     the stream would have needed one more sample than some domain has."""
-    topo = Topology(4, world, 2)
+    topo = SlotLayout(4, world, 2)
     limit = np.array([sum(s) for s in SIZES])
     ends = []
     for rank in range(world):
