@@ -15,21 +15,24 @@ the stream.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from .batching import split_samples
 from .channel import WeightChannel
 from .link import LoaderLink
 from .plan.claims import ClaimBook
 from .plan.mixture import MixCheckpoint
 from .plan.weights import LogEntry, WeightLog
 from .position import Position
-from .reading import ReaderPlan
+from .reading import ReaderPlan, check_driver, check_workers, produce
 from .resume import Restored
 from .ring import BatchRing, ring_layout
 from .sources.base import Schema
 from .sources.resolve import Domain
+from .threads import ThreadedReaders
 from .topology import resolve_topology
 from .tracker import PositionTracker
 from .walker import SlotLayout
@@ -54,6 +57,7 @@ class Session:
         self.link = LoaderLink(self)
         self.loop_thread: int | None = None  # the thread that drives a plain DataLoader
         self.tail_floor = 0  # the pending tail's lower bound (sample), monotonic per iteration
+        self.readers: ThreadedReaders | None = None  # this iteration's reader threads
         self.initial_weights = initial_weights
         self.log = WeightLog(initial_weights)
 
@@ -170,6 +174,28 @@ class Session:
         return claims.remap(new.num_slots)
 
     # -- iterations -------------------------------------------------------------------------
+    def iterate(self, unbound_batch: int) -> Iterator[Any]:
+        """This process's batches (or samples) from the published start: the reader loop
+        itself, or reader threads. A stream no loader bound yields samples, as every dataset
+        does (bound here with ``unbound_batch``)."""
+        link = self.link
+        check_driver(link.driven, link.iterating)
+        if not self.bound:
+            self.bind(unbound_batch, 0, None, False, loader=False, threads=False)
+        elif not link.iterating:  # (MixLoader published the start just before)
+            self.begin_iteration()
+        if not self.threads:
+            check_workers(self.plan, None)
+            return produce(self.plan, 0, 1)
+        if self.readers is not None:  # the previous iteration's threads stop
+            self.readers.close()
+        it = self.readers = ThreadedReaders(self.plan, self.threads, self.position.consumed,
+                                            lock=self.lock, horizon=self.horizon)
+        if self.plan.batched:
+            return it
+        size = self.batch_size or 1
+        return (s for batch in it for s in split_samples(batch, size))
+
     def begin_iteration(self) -> None:
         """Publish where the next iteration starts (before DataLoader workers (re)start)."""
         with self.lock:

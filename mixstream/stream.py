@@ -148,9 +148,10 @@ class MixStream(IterableDataset):
         self._batch_size = batch_size  # until bound
         self._attached = Attachments()
         self._listeners: list[Callable[[int, dict[str, float]], None]] = []
-        self._readers: Any = None  # the running ThreadedReaders (threads keep it alive)
 
     # -- the worker payload -----------------------------------------------------------------
+    _worker_flags: tuple[bool, bool]  # a pickled copy's (driven by a loader, loader iterating)
+
     def __getstate__(self) -> dict:
         """Workers get the reader plan and two flags: nothing attached, no trainer state."""
         link = self._session.link
@@ -425,37 +426,14 @@ class MixStream(IterableDataset):
     # -- iteration (runs in each DataLoader worker, or in the main process) ------------------
     def __iter__(self) -> Iterator[Batch | Sample]:
         info = get_worker_info()
-        session, plan = self._session, self._plan
-        driven, iterating = (session.link.driven, session.link.iterating) if session is not None \
-            else self._worker_flags
-        check_driver(driven, iterating)
         if info is not None:  # a DataLoader worker
-            check_workers(plan, info.num_workers)
-            return produce(plan, info.id, info.num_workers, ring=plan.ring)
-        if session is None:
+            link = self._session.link if self._session is not None else None
+            check_driver(*((link.driven, link.iterating) if link else self._worker_flags))
+            check_workers(self._plan, info.num_workers)
+            return produce(self._plan, info.id, info.num_workers, ring=self._plan.ring)
+        if self._session is None:
             raise RuntimeError("a pickled MixStream copy cannot be iterated outside a worker")
-        if not session.bound:  # no loader: yield samples, as every dataset does
-            self.bind(self.batch_size or UNBOUND_BATCH, 0, batched=False)
-        elif not iterating:  # (MixLoader published the start just before)
-            session.begin_iteration()
-        if session.threads:
-            return self._threaded()
-        check_workers(plan, None)
-        return produce(plan, 0, 1)
-
-    def _threaded(self) -> Iterator[Batch | Sample]:
-        from .batching import split_samples
-        from .threads import ThreadedReaders
-
-        if self._readers is not None:  # the previous iteration's threads stop
-            self._readers.close()
-        session = self._session
-        it = self._readers = ThreadedReaders(self._plan, session.threads, session.position.consumed,
-                                             lock=session.lock, horizon=session.horizon)
-        if self._plan.batched:
-            return it
-        size = self.batch_size or 1
-        return (s for batch in it for s in split_samples(batch, size))
+        return self._session.iterate(self.batch_size or UNBOUND_BATCH)
 
     def __repr__(self) -> str:
         w = ", ".join(f"{k}: {v:.3g}" for k, v in self.weights.items())
