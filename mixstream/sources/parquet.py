@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +23,11 @@ from ..remote.parquet import RemoteParquetFile
 from ..remote.store import get_store
 from .arrow import block_from_arrow, schema_from_arrow
 from .base import Block, Schema, Source
+from .handles import ThreadHandles
 from .integrity import validate_arrow
 from .location import GLOB_CHARS, Format, Location
 
-MAX_OPEN = 8
+MAX_OPEN = 8  # open files per reader thread (ThreadHandles keeps 4 threads' worth)
 
 
 def expand_parquet_paths(spec: str | list[str]) -> list[str]:
@@ -143,8 +143,7 @@ class ParquetSource(Source):
         self._file_of = np.asarray(file_of, dtype=np.int64)
         self._local = np.asarray(local, dtype=np.int64)
         self._sizes = np.asarray(sizes, dtype=np.int64)
-        self._open: dict[int, Any] = {}
-        self._lock = threading.Lock()
+        self._handles = ThreadHandles(MAX_OPEN * 4)
 
     def _open_remote(self, url: str, info: dict[str, Any]) -> RemoteParquetFile:
         assert self.remote is not None
@@ -160,16 +159,6 @@ class ParquetSource(Source):
         rf = RemoteParquetFile(url, int(size), self.remote, tag=tag)
         rf.metadata  # noqa: B018 - fetch the footer now (pickled to workers with the source)
         return rf
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_open"] = {}
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     @property
     def block_sizes(self) -> np.ndarray:
@@ -194,16 +183,8 @@ class ParquetSource(Source):
         rf = self._remote[f]
         if rf is not None:
             return rf  # holds no open file
-        with self._lock:
-            h = self._open.get(f)
-        if h is None:
-            h = pq.ParquetFile(self.files[f], memory_map=True,
-                               page_checksum_verification=self.verify)
-            with self._lock:
-                h = self._open.setdefault(f, h)
-                while len(self._open) > MAX_OPEN:
-                    self._open.pop(next(iter(self._open)))
-        return h
+        return self._handles.get(f, lambda i: pq.ParquetFile(
+            self.files[i], memory_map=True, page_checksum_verification=self.verify))
 
     def read_block(self, index: int) -> Block:
         f = int(self._file_of[index])

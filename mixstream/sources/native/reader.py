@@ -26,10 +26,11 @@ from ...remote.parquet import RemoteParquetFile
 from ...remote.store import Request, get_store
 from ..arrow import block_from_arrow, schema_from_arrow
 from ..base import Block, Schema, Source
+from ..handles import ThreadHandles
 from ..integrity import confine, validate_arrow, verify_file, verify_files
 from .manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 
-MAX_OPEN = 8  # open shard handles per reader
+MAX_OPEN = 8  # open local shards per reader thread (ThreadHandles keeps 4 threads' worth)
 
 
 def load_remote_manifest(url: str, remote: RemoteConfig, data: bytes | None = None) -> Manifest:
@@ -93,8 +94,9 @@ class NativeSource(Source):
         self._shard_of = np.asarray(shard_of, dtype=np.int64)
         self._local = np.asarray(local, dtype=np.int64)
         self._sizes = np.asarray(sizes, dtype=np.int64)
-        self._open: dict[int, Any] = {}
+        self._open: dict[int, Any] = {}  # remote handles: a parsed footer, shared and pickled
         self._lock = threading.Lock()
+        self._local_handles = ThreadHandles(MAX_OPEN * 4)
 
     def _check_local(self, path: str, expect: int) -> None:
         try:
@@ -131,7 +133,7 @@ class NativeSource(Source):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_open"] = {k: v for k, v in self._open.items() if self.remote is not None}
+        state["_open"] = dict(self._open)  # remote footers only: local handles are per thread
         state["_lock"] = None
         return state
 
@@ -189,15 +191,14 @@ class NativeSource(Source):
         return _RemoteArrow(self._remote_request(shard), self.remote)
 
     def _handle(self, shard: int) -> Any:
-        with self._lock:
+        if self.remote is None:  # one handle per thread (see sources/handles.py)
+            return self._local_handles.get(shard, self._new_handle)
+        with self._lock:  # remote handles open no file and read through a new reader per call
             h = self._open.get(shard)
         if h is None:
             h = self._new_handle(shard)
             with self._lock:
                 h = self._open.setdefault(shard, h)
-                # bound open local files; remote handles hold no file (only a parsed footer)
-                while self.remote is None and len(self._open) > MAX_OPEN:
-                    self._open.pop(next(iter(self._open)))
         return h
 
     def prefetch(self, blocks: Sequence[int]) -> None:
