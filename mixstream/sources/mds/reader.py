@@ -399,18 +399,22 @@ class MDSSource(Source):
                 f"{path}: {exc}; the shard is corrupt: re-download or rewrite the dataset"
             ) from exc
 
+    def _checked_raw(self, raw_path: str, info: MDSShard) -> bytes | None:
+        """The ``.mds`` file's bytes, checked against the index; None if it is missing."""
+        try:
+            data = _read(raw_path, self.remote, info.raw)
+        except FileNotFoundError:
+            return None
+        check_file(raw_path, data, info.raw, self.verify_hashes, self._once)
+        return data
+
     def _raw_bytes(self, info: MDSShard) -> tuple[str, bytes]:
         """The raw shard: the ``.mds`` file if present, else its compressed form, in memory."""
         raw_path = join(self.uri, info.raw.basename)
-        try:
-            if self._zip_first(info):
-                raise FileNotFoundError(raw_path)  # try the compressed form, then the raw one
-            data = _read(raw_path, self.remote, info.raw)
-        except FileNotFoundError:
-            pass
-        else:
-            check_file(raw_path, data, info.raw, self.verify_hashes, self._once)
-            return raw_path, data
+        # the compressed form first when the index says so, then the raw one
+        raw = None if self._zip_first(info) else self._checked_raw(raw_path, info)
+        if raw is not None:
+            return raw_path, raw
         if info.zip is None or not info.compression:
             raise SourceError(
                 f"{raw_path} is missing (listed in {INDEX}); restore the shard or rewrite "
@@ -426,14 +430,9 @@ class MDSSource(Source):
         try:
             packed = _read(zip_path, self.remote, info.zip)
         except FileNotFoundError:
-            if self._zip_first(info):
-                try:
-                    data = _read(raw_path, self.remote, info.raw)
-                except FileNotFoundError:
-                    pass
-                else:
-                    check_file(raw_path, data, info.raw, self.verify_hashes, self._once)
-                    return raw_path, data
+            raw = self._checked_raw(raw_path, info) if self._zip_first(info) else None
+            if raw is not None:
+                return raw_path, raw
             raise SourceError(
                 f"shard missing: neither {zip_path} nor {raw_path} exists (listed in {INDEX}); "
                 "restore the shard or rewrite the dataset"
