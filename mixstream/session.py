@@ -39,7 +39,8 @@ from .walker import SlotLayout
 
 
 class Session:
-    """SlotLayout, position and weight log of one stream in the trainer's process."""
+    """Topology (rank, world size, loader layout), position and weight log of one stream, in
+    the trainer's process."""
 
     def __init__(self, plan: ReaderPlan, initial_weights: np.ndarray, *, rank: int | None,
                  world_size: int | None, max_pending: int | None):
@@ -298,7 +299,7 @@ class Session:
             self.position.tracker = self.new_tracker()
 
     def get_state(self) -> dict[str, Any]:
-        """SlotLayout, position, retained weight log, mixture checkpoint and claim book at the
+        """Topology, position, retained weight log, mixture checkpoint and claim book at the
         trained position. Holds the lock."""
         tracker = self.position.tracker
         if tracker is None:
