@@ -27,7 +27,7 @@ from .checkpoint import (
 )
 from .config import Settings
 from .corpus import Corpus, fingerprint
-from .plan.claims import ClaimBook, blank_arrays
+from .plan.claims import LAYOUT, ClaimBook, blank_arrays
 from .plan.mixture import MixCheckpoint, MixCursor, rebase
 from .plan.order import Geometry, build_geometry
 from .plan.rng import domain_key
@@ -70,7 +70,8 @@ def restore(state: Mapping[str, Any], corpus: Corpus, settings: Settings,
     if bsz < 1 or nw < 0 or world < 1 or consumed < 0:
         raise ValueError(f"MixStream checkpoint has batch_size={bsz}, num_workers={nw}, "
                          f"world_size={world}, consumed_batches={consumed}")
-    log = WeightLog.from_state(require(state, "weight_log", list), d)
+    digest = str(state.get("weight_digest", ""))
+    log = WeightLog.from_state(require(state, "weight_log", list), d, digest=digest)
     mix = MixCheckpoint.from_state(require(state, "mix", dict), d)
     old = SlotLayout(bsz, world, nw)
     arrays = ClaimBook.parse_state(require(state, "claims", dict), d, old.num_slots)
@@ -78,6 +79,7 @@ def restore(state: Mapping[str, Any], corpus: Corpus, settings: Settings,
     # -- this corpus against the checkpoint's, by name ----------------------------------------
     mine = {name: j for j, name in enumerate(corpus.names)}
     old_geo: list[Geometry | None] = []
+    kept: dict[int, Geometry] = {}  # this corpus's domains whose geometry did not change
     new_segments = [[(0, len(dom.block_sizes), w)] for dom, w in zip(corpus.domains,
                                                                      corpus.windows)]
     for i, x in enumerate(theirs):
@@ -100,6 +102,8 @@ def restore(state: Mapping[str, Any], corpus: Corpus, settings: Settings,
             raise ValueError(f"checkpoint has window {segs[-1][2]} for domain {dom.name!r} but "
                              f"this stream has {corpus.windows[j]}; create the stream with "
                              f"the same shuffle_window / memory_budget")
+        else:
+            kept[j] = geo
         new_segments[j] = segs
     pos = consumed * old.world_size * old.batch_size
     cursor = MixCursor(settings.seed, settings.mix_block, mix, log.after(mix.chunk_start))
@@ -108,13 +112,13 @@ def restore(state: Mapping[str, Any], corpus: Corpus, settings: Settings,
                          f"{mix.chunk_start} but position {pos}")
     _check_claims(old_geo, old.num_slots, arrays, cursor.counts_at(pos), consumed, names)
     if names != corpus.names:
-        log, mix, arrays = carry(names, corpus.names, cursor, pos, arrays, initial_weights)
-    geometry = [build_geometry(dom.block_sizes, segs, seed=settings.seed,
-                               domain=domain_key(dom.name), shuffle=settings.shuffle)
-                for dom, segs in zip(corpus.domains, new_segments)]
+        log, mix, arrays = carry(names, corpus.names, cursor, pos, arrays, initial_weights,
+                                 digest)
+    geometry = [kept[j] if j in kept else build_geometry(
+        dom.block_sizes, segs, seed=settings.seed, domain=domain_key(dom.name),
+        shuffle=settings.shuffle) for j, (dom, segs) in enumerate(zip(corpus.domains,
+                                                                     new_segments))]
     claims = ClaimBook(geometry, old.num_slots, arrays)
-    log = WeightLog(log.entries[0].weights, entries=log.entries,
-                    digest=str(state.get("weight_digest", "")))
     return Restored(log=log, resume=Resume(bsz, nw, world, mix, claims), consumed=consumed,
                     segments=new_segments, names=names, attached=attached)
 
@@ -163,7 +167,7 @@ def check_domain(dom: Domain, theirs: dict[str, Any]) -> bool:
 
 
 def carry(names: list[str], ours: list[str], cursor: MixCursor, pos: int,
-          arrays: dict[str, np.ndarray], w: np.ndarray
+          arrays: dict[str, np.ndarray], w: np.ndarray, digest: str
           ) -> tuple[WeightLog, MixCheckpoint, dict[str, np.ndarray]]:
     """Carry the checkpoint's state (domains ``names``) into domains ``ours`` at sample
     ``pos``: kept domains keep their counts, targets and claims; new ones start fresh; retired
@@ -178,9 +182,10 @@ def carry(names: list[str], ours: list[str], cursor: MixCursor, pos: int,
     targets = pick(targets_old, 0.0).astype(np.float64)
     mix = MixCheckpoint(pos, counts, pos, w.copy(), rebase(targets, counts, w), targets)
     out = blank_arrays(len(ours), arrays["held"].shape[0], arrays["queue"].shape[2])
-    for j, i in enumerate(index):
-        if i >= 0:
-            for key in ("claimed", "held", "offset", "end"):
-                out[key][..., j] = arrays[key][..., i]
-            out["queue"][:, j] = arrays["queue"][:, i]
-    return WeightLog(w, entries=[LogEntry(pos, w.copy())]), mix, out
+    for name, spec in LAYOUT:  # each array's domain axis, from the one declaration
+        axis = spec.split(",").index("d")
+        src, dst = np.moveaxis(arrays[name], axis, 0), np.moveaxis(out[name], axis, 0)
+        for j, i in enumerate(index):
+            if i >= 0:
+                dst[j] = src[i]
+    return WeightLog(w, entries=[LogEntry(pos, w.copy())], digest=digest), mix, out

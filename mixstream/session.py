@@ -63,10 +63,6 @@ class Session:
         self.log = WeightLog(initial_weights)
 
     @property
-    def tracker(self) -> PositionTracker | None:
-        return self.position.tracker
-
-    @property
     def bound(self) -> bool:
         return self.position.tracker is not None
 
@@ -211,8 +207,7 @@ class Session:
             mix = walker.cursor.checkpoint()
             self.plan.channel.write_start(start, mix, walker.claims)
             self.tail_floor = mix.chunk_start + 1  # older entries are in the start checkpoint
-            self.plan.channel.write_tail([(e.from_sample, e.weights) for e in self.log.entries
-                                          if e.from_sample >= self.tail_floor])
+            self.plan.channel.write_tail(self.log.after(mix.chunk_start))
 
     def horizon(self) -> int:
         """The first batch the loader cannot have requested yet."""
@@ -292,7 +287,8 @@ class Session:
                 got.resume.claims.num_slots != self.layout().num_slots:
             raise RuntimeError("cannot load a checkpoint of another topology into a stream whose "
                                "persistent DataLoader workers are running; create a new MixLoader")
-        self.plan.segments, self.plan._geometry = got.segments, None
+        # the geometry restore built for these segments (readers build the same one)
+        self.plan.segments, self.plan._geometry = got.segments, got.resume.claims.geometry
         self.log = got.log
         self.position.load(got.resume, got.consumed)
         if self.position.tracker is not None:  # already bound: rebuild (elastic if needed)

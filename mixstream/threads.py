@@ -55,7 +55,7 @@ class ThreadedReaders:
         self._closed = False
         with lock:
             self._grant()
-        self._threads = [threading.Thread(target=self._run, args=(plan, j, start),
+        self._threads = [threading.Thread(target=self._run, args=(plan, j),
                                           name=f"mixstream-reader-{j}", daemon=True)
                          for j in range(num_threads)]
         for th in self._threads:
@@ -68,10 +68,9 @@ class ThreadedReaders:
             self._permits[(self._granted - self.start) % self.n].release()
             self._granted += 1
 
-    def _run(self, plan: ReaderPlan, j: int, start: int) -> None:
+    def _run(self, plan: ReaderPlan, j: int) -> None:
         gen = produce(plan, j, self.n)
         out = self._queues[j]
-        t = start + j
         try:
             while True:
                 self._permits[j].acquire()
@@ -81,7 +80,6 @@ class ThreadedReaders:
                 out.put(batch)
                 if batch is _DONE:
                     return
-                t += self.n
         except BaseException as e:  # noqa: BLE001 - handed to the trainer's thread
             out.put(_Failed(e))
         finally:
