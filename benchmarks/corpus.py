@@ -8,6 +8,7 @@ Layout under ``benchmarks/work/data`` (git-ignored):
 
 * ``all.npy``          uint16 [N, 512], domain-major (the plain ``np.memmap`` baselines, torchdata)
 * ``native/<domain>``   mixstream shards (``mixstream.write_shards``: Parquet, zstd, 1024-row blocks)
+* ``native_lists/<domain>`` the same with ``parquet_lists=True`` (token lists, not bytes)
 * ``native_arrow/<domain>`` the same as uncompressed Arrow IPC shards (memory-mapped, zero-copy)
 * ``hf/<domain>``       Hugging Face ``Dataset.save_to_disk`` (Arrow, 8 shards)
 * ``litdata/<domain>``  ``litdata.optimize`` with ``TokensLoader`` (its LLM-pretraining format)
@@ -104,10 +105,12 @@ def _domain_table(mm: np.ndarray, off: int, n: int):
 
 def build_native(root: str, meta: dict) -> None:
     from mixstream.shards.writer import write_shards
+    from mixstream.sources.native import load_manifest
 
     out = os.path.join(root, "native")
-    if _done(out):
-        return
+    first = os.path.join(out, meta["domains"][0])
+    if _done(out) and load_manifest(first).byte_columns and _done(os.path.join(root, "native_lists")):
+        return  # (a corpus from before byte columns is rebuilt)
     t0 = time.perf_counter()
     mm = np.load(os.path.join(root, "all.npy"), mmap_mode="r")
     for name, off, n in zip(meta["domains"], meta["offsets"], meta["sizes"]):
@@ -115,11 +118,16 @@ def build_native(root: str, meta: dict) -> None:
         write_shards(table, os.path.join(out, name), domain=name,
                      rows_per_block=1024, blocks_per_shard=16, token_column="input_ids",
                      overwrite=True)
+        # the same as Parquet list columns (parquet_lists=True, the layout before byte columns)
+        write_shards(table, os.path.join(root, "native_lists", name), domain=name,
+                     rows_per_block=1024, blocks_per_shard=16, token_column="input_ids",
+                     overwrite=True, parquet_lists=True)
         # the same data as uncompressed Arrow IPC shards: memory-mapped, zero-copy blocks
         write_shards(table, os.path.join(root, "native_arrow", name), domain=name,
                      shard_format="arrow", compression=None, rows_per_block=1024,
                      blocks_per_shard=16, token_column="input_ids", overwrite=True)
     _mark(out, time.perf_counter() - t0)
+    _mark(os.path.join(root, "native_lists"), time.perf_counter() - t0)
 
 
 def build_hf(root: str, meta: dict) -> None:

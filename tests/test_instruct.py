@@ -7,7 +7,6 @@ import json
 import os
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,6 +16,7 @@ from mixstream.cli.shard import main
 from mixstream.shards.convert import ConvertOptions, convert
 from mixstream.shards.errors import InputError, RecordError, ShardError
 from mixstream.shards.verify import verify_domain
+from mixstream.sources.native import read_shard
 from mixstream.sources.native.manifest import load_manifest
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
@@ -86,7 +86,7 @@ def rows(domain_dir, *columns) -> dict[str, list]:
     m = load_manifest(str(domain_dir))
     out: dict[str, list] = {c: [] for c in columns}
     for s in m.shards:
-        t = pq.read_table(os.path.join(domain_dir, s.path))
+        t = read_shard(domain_dir, s.path)
         for c in columns:
             out[c].extend(t.column(c).to_pylist())
     return out
@@ -149,7 +149,7 @@ def check_packed(domain_dir, docs, seq_len: int, dropped: int) -> None:
     m = load_manifest(str(domain_dir))
     covered = 0
     for s in m.shards:
-        t = pq.read_table(os.path.join(domain_dir, s.path)).to_pydict()
+        t = read_shard(domain_dir, s.path).to_pydict()
         tail = s.path.startswith("shard-tail")
         for ids, mask, dids in zip(t["input_ids"], t["loss_mask"], t["document_ids"]):
             assert len(ids) == len(mask) == len(dids) == seq_len

@@ -75,8 +75,9 @@ def flip_token_bytes(kind: str, path: Path) -> None:
         pattern, item = values[:8].tobytes(), 4
     else:
         row = tokens()[VICTIM_ROW]
-        # Parquet stores uint16 as INT32; Arrow IPC as uint16
-        dtype = "<u2" if kind == "native-arrow" else "<i4"
+        # plain Parquet stores uint16 as INT32; native Parquet (byte columns) and Arrow IPC
+        # as uint16
+        dtype = "<i4" if kind == "parquet" else "<u2"
         pattern, item = row.astype(dtype).tobytes(), np.dtype(dtype).itemsize
     pos = bytes(data).find(pattern)
     assert pos >= 0 and bytes(data).find(pattern, pos + 1) < 0, "token bytes not found once"

@@ -17,6 +17,7 @@ from mixstream.shards.convert import ConvertOptions, convert
 from mixstream.shards.errors import InputError, RecordError, ShardError
 from mixstream.shards.tokenize import encode, load_tokenizer
 from mixstream.shards.verify import verify_domain
+from mixstream.sources.native import read_shard
 from mixstream.sources.native.manifest import load_manifest
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "corpus_sample")
@@ -48,7 +49,7 @@ def digests(root) -> dict[str, str]:
 def read_column(domain_dir, column):
     m = load_manifest(str(domain_dir))
     return [v for s in m.shards
-            for v in pq.read_table(os.path.join(domain_dir, s.path)).column(column).to_pylist()]
+            for v in read_shard(domain_dir, s.path).column(column).to_pylist()]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_packed_tokens_are_the_documents_in_order(tmp_path, tokenizer):
     m = rep.manifests["mix"]
     assert m.schema["input_ids"].describe() == "uint16[128]"
     assert m.shards[-1].path.startswith("shard-tail")
-    rows = np.concatenate([pq.read_table(tmp_path / "out" / "mix" / s.path).column(
+    rows = np.concatenate([read_shard(tmp_path / "out" / "mix", s.path).column(
         "input_ids").combine_chunks().flatten().to_numpy() for s in m.shards])
     # expected: each unit packs its own documents; leftovers of all units form the tail
     tok, info = load_tokenizer(tokenizer)

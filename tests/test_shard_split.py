@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -15,6 +14,7 @@ from mixstream.shards.convert import ConvertOptions, convert
 from mixstream.shards.errors import ShardError
 from mixstream.shards.split import split_dirs
 from mixstream.shards.verify import verify_domain
+from mixstream.sources.native import read_shard
 from mixstream.sources.native.manifest import load_manifest
 
 WORDS = "red green blue cyan magenta yellow black white orange purple".split()
@@ -52,7 +52,7 @@ def run(out, **kw):
 def texts(domain_dir) -> list[str]:
     m = load_manifest(str(domain_dir))
     return [t for s in m.shards
-            for t in pq.read_table(os.path.join(domain_dir, s.path)).column("text").to_pylist()]
+            for t in read_shard(domain_dir, s.path).column("text").to_pylist()]
 
 
 def test_fraction_split_by_document_deterministic_and_independent_of_workers(tmp_path):
@@ -112,7 +112,7 @@ def test_packed_split_never_cuts_a_document(tmp_path, tok):
 
     def doc_numbers(domain_dir) -> set[int]:
         m = load_manifest(str(domain_dir))
-        ids = np.concatenate([np.asarray(pq.read_table(os.path.join(domain_dir, s.path))
+        ids = np.concatenate([np.asarray(read_shard(domain_dir, s.path)
                                          .column("input_ids").to_pylist()).ravel()
                               for s in m.shards])
         text = t.decode(ids.tolist(), skip_special_tokens=False)

@@ -14,6 +14,7 @@ from mixstream.shards.errors import ShardError
 from mixstream.shards.writer import write_shards
 from mixstream.sources.arrow import block_from_arrow
 from mixstream.sources.base import ColumnSpec, Ragged
+from mixstream.sources.native import read_shard
 from mixstream.sources.native.manifest import load_manifest
 
 
@@ -41,7 +42,7 @@ def test_fixed_tokens_from_2d_numpy(tmp_path):
         pf = pq.ParquetFile(tmp_path / shard.path)
         assert [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)] == shard.blocks
         assert os.path.getsize(tmp_path / shard.path) == shard.bytes
-        rows.append(block_from_arrow(pf.read())["input_ids"])
+        rows.append(block_from_arrow(read_shard(tmp_path, shard.path))["input_ids"])
     np.testing.assert_array_equal(np.concatenate(rows), ids)
 
 

@@ -108,6 +108,10 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--blocks-per-shard", type=int, default=16, help="default 16; 0: no limit")
     o.add_argument("--shard-mb", type=float, help="close a shard once it reaches this size")
     o.add_argument("--compression", default="zstd", help="default zstd; none to disable")
+    o.add_argument("--parquet-lists", action="store_true",
+                   help="store token columns of Parquet shards as lists (readable as lists by "
+                        "other tools) instead of bytes (default; mixstream decodes them 3.6x "
+                        "faster)")
     r = p.add_argument_group("running")
     r.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     r.add_argument("--chunk-mb", type=float, default=64,
@@ -133,7 +137,8 @@ def cmd_convert(a: argparse.Namespace) -> int:
         rows_per_block=a.rows_per_block, blocks_per_shard=a.blocks_per_shard or None,
         shard_bytes=int(a.shard_mb * 1e6) if a.shard_mb else None,
         compression=None if a.compression == "none" else a.compression,
-        block_bytes=int(a.block_mb * (1 << 20)) or None, workers=a.workers,
+        block_bytes=int(a.block_mb * (1 << 20)) or None, parquet_lists=a.parquet_lists,
+        workers=a.workers,
         chunk_bytes=int(a.chunk_mb * (1 << 20)), sample_by=a.txt_sample_by,
         skip_bad=a.skip_bad, progress=a.progress, prompt_field=a.prompt_field,
         response_field=a.response_field, messages_field=a.messages_field,

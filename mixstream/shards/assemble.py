@@ -19,7 +19,7 @@ from .inputs import WorkUnit
 from .pack import pack, packed_table
 from .tokenize import TokenizerInfo
 from .unit import ConvertSettings, DomainPart
-from .writer import ShardSink, domain_stats
+from .writer import ShardSink, byte_columns, domain_stats
 
 
 @dataclass
@@ -107,8 +107,8 @@ def assemble_domain(domain: str, parts: list[tuple[WorkUnit, DomainPart]], s: Co
         schema = next(p.schema for _, p in parts if p.schema)
     else:  # every unit was shorter than seq_len: only the tail has rows
         schema = tail.schema
-    manifest = Manifest(domain=name or domain, shard_format=s.output_format,
-                        schema={k: ColumnSpec(**v) for k, v in schema.items()}, shards=shards,
-                        token_column=s.token_column if info else None, stats=stats,
-                        extra=extra)
+    spec = {k: ColumnSpec(**v) for k, v in schema.items()}
+    manifest = Manifest(domain=name or domain, shard_format=s.output_format, schema=spec,
+                        shards=shards, token_column=s.token_column if info else None,
+                        stats=stats, extra=extra, byte_columns=byte_columns(s.layout, spec))
     return stats, manifest

@@ -76,6 +76,7 @@ class ConvertOptions:
     shard_bytes: int | None = None
     compression: str | None = "zstd"
     block_bytes: int | None = 8 << 20
+    parquet_lists: bool = False  # Parquet token columns as lists, not bytes (see ShardLayout)
     workers: int = 1
     chunk_bytes: int = 64 << 20
     read_bytes: int = 8 << 20
@@ -264,7 +265,7 @@ def convert(o: ConvertOptions, log: Callable[[str], None] | None = None) -> Conv
     units = plan_units(groups, o.chunk_bytes)
     layout = ShardLayout("parquet" if o.output_format == "mds" else o.output_format,
                          o.rows_per_block, o.blocks_per_shard, o.shard_bytes, o.compression,
-                         o.block_bytes)
+                         o.block_bytes, o.parquet_lists)
     s = ConvertSettings(
         output=os.path.abspath(o.output), layout=layout,
         schemas=tuple(sc for sc, _ in schemas), origins=tuple(orig for _, orig in schemas),

@@ -1,6 +1,7 @@
 """One shard file: blocks written to a hidden temp file, renamed into place when complete.
 
-A Parquet shard holds one row group per block, an Arrow IPC file one record batch per
+A Parquet shard holds one row group per block (fixed-width numeric columns stored as bytes,
+see :mod:`mixstream.sources.native.byte_columns`), an Arrow IPC file one record batch per
 block. Output is deterministic: the same blocks give byte-identical files (pyarrow writes no
 timestamps; ``created_by`` names the pyarrow version).
 """
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..sources.native.byte_columns import encode, encoded_schema
 from ..sources.native.manifest import SHARD_FORMATS, ShardInfo
 from .errors import ShardError
 
@@ -78,10 +80,13 @@ class ShardFile:
 
     def __init__(self, directory: str, name: str, schema: pa.Schema, shard_format: str,
                  compression: str | None, token_column: str | None = None,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, byte_columns: list[str] | None = None) -> None:
         codec = check_format(shard_format, compression)
         self.directory, self.name, self.schema = directory, name, schema
         self.token_column, self.fsync = token_column, fsync
+        self.byte_columns = list(byte_columns or [])
+        if self.byte_columns and shard_format != "parquet":
+            raise ShardError("internal: byte columns are for Parquet shards")
         self.path = os.path.join(directory, name)
         self.tmp = os.path.join(directory, f".{name}{TMP_MARK}{os.getpid()}")
         self.blocks: list[int] = []
@@ -89,11 +94,13 @@ class ShardFile:
         self._sink = pa.OSFile(self.tmp, "wb")
         self._writer: pq.ParquetWriter | pa.ipc.RecordBatchFileWriter
         if shard_format == "parquet":
-            plain = [f.name for f in schema if f.name != token_column]
+            plain = [f.name for f in schema
+                     if f.name != token_column and f.name not in self.byte_columns]
             # page checksums: readers verify them where no whole-file sha256 can be checked
             # (range reads of remote shards, verify=False)
             self._writer = pq.ParquetWriter(
-                self._sink, schema, compression=codec, use_dictionary=plain or False,
+                self._sink, encoded_schema(schema, self.byte_columns), compression=codec,
+                use_dictionary=plain or False,
                 write_page_checksum=True,
             )
         else:
@@ -111,7 +118,7 @@ class ShardFile:
         if rows == 0:
             raise ShardError("internal: empty block")
         if isinstance(self._writer, pq.ParquetWriter):
-            self._writer.write_table(block, row_group_size=rows)
+            self._writer.write_table(encode(block, self.byte_columns), row_group_size=rows)
         else:
             self._writer.write_batch(compact_batch(block))
         self.blocks.append(rows)

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from ..errors import SourceError
 from ..sources.arrow import schema_from_arrow
 from ..sources.integrity import confine, validate_arrow
+from ..sources.native.byte_columns import decode
 from ..sources.native.manifest import Manifest, ShardInfo, load_manifest, manifest_path
 from .shardfile import count_tokens, sha256_file
 
@@ -71,9 +72,9 @@ def _blocks_and_schema(path: str, fmt: str) -> tuple[list[int], pa.Schema]:
         return blocks, reader.schema
 
 
-def _tokens(path: str, fmt: str, column: str) -> int:
-    if fmt == "parquet":
-        table = pq.read_table(path, columns=[column])
+def _tokens(path: str, m: Manifest, column: str) -> int:
+    if m.shard_format == "parquet":
+        table = decode(pq.read_table(path, columns=[column]), m.schema, m.byte_columns)
     else:
         with pa.memory_map(path) as source:
             table = pa.ipc.open_file(source).read_all().select([column])
@@ -102,13 +103,14 @@ def check_shard(directory: str, m: Manifest, s: ShardInfo, checksum: bool) -> li
     if blocks != s.blocks:
         problems.append(f"{path}: blocks {blocks[:8]}… ({len(blocks)}) differ from the "
                         f"manifest's {s.blocks[:8]}… ({len(s.blocks)})")
-    got = schema_from_arrow(schema)
+    got = schema_from_arrow(decode(schema.empty_table(), m.schema, m.byte_columns).schema)
     if got != m.schema:
         problems.append(f"{path}: schema {({k: v.describe() for k, v in got.items()})} differs "
                         f"from the manifest's {({k: v.describe() for k, v in m.schema.items()})}")
-    if s.tokens is not None and m.token_column and m.token_column in got:
+    column = m.token_column
+    if s.tokens is not None and column and column in got and got[column] == m.schema.get(column):
         try:
-            n = _tokens(path, m.shard_format, m.token_column)
+            n = _tokens(path, m, column)
         except (OSError, pa.ArrowException) as e:
             return problems + [f"{path}: corrupt {m.shard_format} data ({e})"]
         if n != s.tokens:

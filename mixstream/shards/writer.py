@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..sources.arrow import schema_from_arrow
+from ..sources.base import Schema
+from ..sources.native.byte_columns import encodable
 from ..sources.native.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -41,6 +43,9 @@ class ShardLayout:
     shard_bytes: int | None = None
     compression: str | None = "zstd"
     block_bytes: int | None = None  # also close a block once its rows hold this many bytes
+    # Parquet shards store fixed-width numeric columns as bytes (3.6x faster to decode, see
+    # sources/native/byte_columns.py); True keeps list columns for tools that want lists
+    parquet_lists: bool = False
 
     def __post_init__(self) -> None:
         check_format(self.shard_format, self.compression)
@@ -55,6 +60,13 @@ class ShardLayout:
             raise ShardError(f"shard_bytes must be >= 1 or None, got {self.shard_bytes}")
         if self.blocks_per_shard is None and self.shard_bytes is None:
             raise ShardError("give blocks_per_shard or shard_bytes (or both)")
+
+
+def byte_columns(layout: ShardLayout, schema: Schema) -> list[str]:
+    """The columns ``layout``'s shards store as bytes (Parquet, unless ``parquet_lists``)."""
+    if layout.shard_format != "parquet" or layout.parquet_lists:
+        return []
+    return encodable(schema)
 
 
 @dataclass
@@ -129,7 +141,9 @@ class ShardSink:
             name = f"{self.prefix}-{len(self.shards):05d}{EXTENSIONS[self.layout.shard_format]}"
             os.makedirs(self.directory, exist_ok=True)
             self._file = ShardFile(self.directory, name, self.schema, self.layout.shard_format,
-                                   self.layout.compression, self.token_column)
+                                   self.layout.compression, self.token_column,
+                                   byte_columns=byte_columns(self.layout,
+                                                             schema_from_arrow(self.schema)))
         try:
             self._file.write_block(block)
         except BaseException:
@@ -183,9 +197,10 @@ def domain_stats(shards: list[ShardInfo], documents: int | None = None,
 def build_manifest(domain: str, layout: ShardLayout, schema: pa.Schema,
                    shards: list[ShardInfo], token_column: str | None,
                    stats: dict[str, Any], extra: dict[str, Any] | None = None) -> Manifest:
-    return Manifest(domain=domain, shard_format=layout.shard_format,
-                    schema=schema_from_arrow(schema), shards=shards,
-                    token_column=token_column, stats=stats, extra=dict(extra or {}))
+    spec = schema_from_arrow(schema)
+    return Manifest(domain=domain, shard_format=layout.shard_format, schema=spec, shards=shards,
+                    token_column=token_column, stats=stats, extra=dict(extra or {}),
+                    byte_columns=byte_columns(layout, spec))
 
 
 def _old_shards(out_dir: str, overwrite: bool) -> list[str]:
@@ -213,6 +228,7 @@ def write_shards(
     schema: pa.Schema | None = None,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    parquet_lists: bool = False,
 ) -> Manifest:
     """Write ``data`` as a mixstream domain directory and return its manifest.
 
@@ -224,10 +240,12 @@ def write_shards(
     names the column whose tokens are counted in the manifest; ``schema`` fixes the column
     types (otherwise the first batch decides, and every later batch must match). Shards are
     written atomically and the manifest last; the same input gives byte-identical files.
+    Parquet shards store fixed-width numeric columns as bytes, which mixstream decodes 3.6x
+    faster than lists; ``parquet_lists=True`` keeps list columns for other readers.
     """
     directory = os.fspath(out_dir)
     layout = ShardLayout(shard_format, rows_per_block, blocks_per_shard, shard_bytes, compression,
-                         block_bytes)
+                         block_bytes, parquet_lists)
     old = _old_shards(directory, overwrite)
     sink = ShardSink(directory, layout, token_column=token_column, schema=schema)
     try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from ..base import Source
 from ..location import Format, Location
 from .manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, parse_manifest
-from .reader import NativeSource
+from .reader import NativeSource, read_shard
 
 __all__ = ["FORMAT", "MANIFEST_NAME", "Manifest", "NativeSource", "ShardInfo", "load_manifest",
-           "parse_manifest"]
+           "parse_manifest", "read_shard"]
 
 
 def _detect(loc: Location) -> bool:

@@ -10,11 +10,13 @@ Layout of a domain directory::
 ``manifest.json``::
 
     {
-      "format": "mixstream", "version": 1,
+      "format": "mixstream", "version": 2,       # 1 when byte_columns is empty
       "domain": "code",
       "shard_format": "parquet",                  # or "arrow"
       "schema": {"input_ids": {"kind": "fixed", "dtype": "uint16", "width": 512}, ...},
       "token_column": "input_ids",                # or null
+      "byte_columns": ["input_ids"],              # fixed columns a Parquet shard stores as
+                                                  # bytes (see byte_columns.py); version 2 only
       "shards": [{"path": "shard-00000.parquet", "samples": 4096,
                   "blocks": [1024, 1024, 1024, 1024],   # row groups / record batches
                   "bytes": 2097152, "sha256": "...", "tokens": 2097152}],
@@ -39,7 +41,8 @@ from ..base import ColumnSpec, Schema
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mixstream"
-VERSION = 1
+VERSION = 2  # 2: byte_columns; a manifest without them is written as version 1, so readers
+VERSIONS = (1, 2)  # from before byte columns still read every directory they can decode
 SHARD_FORMATS = ("parquet", "arrow")
 
 
@@ -62,6 +65,7 @@ class Manifest:
     token_column: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    byte_columns: list[str] = field(default_factory=list)
 
     @property
     def num_samples(self) -> int:
@@ -74,9 +78,9 @@ class Manifest:
         return sum(int(s.tokens or 0) for s in self.shards)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if self.byte_columns else 1,
             "domain": self.domain,
             "shard_format": self.shard_format,
             "schema": {k: asdict(v) for k, v in self.schema.items()},
@@ -85,6 +89,9 @@ class Manifest:
             "stats": self.stats,
             "extra": self.extra,
         }
+        if self.byte_columns:
+            out["byte_columns"] = list(self.byte_columns)
+        return out
 
 
 def manifest_path(directory: str) -> str:
@@ -149,6 +156,21 @@ def _column(name: Any, v: Any) -> ColumnSpec:
     return ColumnSpec(kind, dtype, width)
 
 
+def _byte_columns(v: Any, schema: Schema, shard_format: str, version: int) -> list[str]:
+    if v is None:
+        return []
+    if version < 2:
+        raise ValueError("'byte_columns' needs manifest version 2")
+    if not isinstance(v, list) or shard_format != "parquet":
+        raise ValueError(f"'byte_columns' is {v!r}; a list of fixed columns of Parquet shards")
+    for name in v:
+        spec = schema.get(name) if isinstance(name, str) else None
+        if spec is None or spec.kind != "fixed" or np.dtype(spec.dtype).kind not in "iuf":
+            raise ValueError(f"byte_columns names {name!r}, not a fixed numeric column of the "
+                             f"schema")
+    return list(v)
+
+
 def _shard(i: int, v: Any) -> ShardInfo:
     where = f"shards[{i}]"
     if not isinstance(v, dict):
@@ -185,8 +207,10 @@ def parse_manifest(data: Any, where: str) -> Manifest:
 
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad("not a mixstream manifest (missing \"format\": \"mixstream\")")
-    if data.get("version") != VERSION or isinstance(data.get("version"), bool):
-        raise bad(f"unsupported manifest version {data.get('version')!r} (this reader: {VERSION})")
+    version = data.get("version")
+    if version not in VERSIONS or isinstance(version, bool):
+        raise bad(f"unsupported manifest version {version!r} (this reader: {VERSIONS}); a "
+                  f"newer mixstream wrote it: upgrade mixstream")
     try:
         shard_format = data.get("shard_format")
         if not isinstance(shard_format, str) or shard_format not in SHARD_FORMATS:
@@ -203,6 +227,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         if not isinstance(domain, (str, int)) or isinstance(domain, bool):
             raise ValueError(f"'domain' is {domain!r}, not a name")
         token_column = _opt_str(data.get("token_column"), "token_column")
+        byte_columns = _byte_columns(data.get("byte_columns"), schema, shard_format, version)
         return Manifest(
             domain=str(domain),
             shard_format=shard_format,
@@ -211,6 +236,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
             token_column=token_column,
             stats=_dict(data.get("stats"), "stats"),
             extra=_dict(data.get("extra"), "extra"),
+            byte_columns=byte_columns,
         )
     except SourceError:
         raise

@@ -28,6 +28,7 @@ from ..arrow import block_from_arrow, schema_from_arrow
 from ..base import Block, Schema, Source
 from ..handles import ThreadHandles
 from ..integrity import confine, validate_arrow, verify_file, verify_files
+from .byte_columns import decode
 from .manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 
 MAX_OPEN = 8  # open local shards per reader thread (ThreadHandles keeps 4 threads' worth)
@@ -234,7 +235,8 @@ class NativeSource(Source):
         try:
             h = self._handle(shard)
             if self.manifest.shard_format == "parquet":
-                data = h.read_row_group(j)
+                data = decode(h.read_row_group(j), self.manifest.schema,
+                              self.manifest.byte_columns)
             else:
                 data = h.get_batch(j)
             validate_arrow(data)
@@ -270,6 +272,17 @@ class NativeSource(Source):
         return {"kind": "mixstream", "shard_format": m.shard_format,
                 "schema": {k: [v.kind, v.dtype, v.width] for k, v in m.schema.items()},
                 "shards": [[s.path, s.blocks, s.bytes, s.sha256, s.tokens] for s in m.shards]}
+
+
+def read_shard(directory: str | os.PathLike[str], path: str) -> pa.Table:
+    """One local shard of a domain directory as a table with the manifest's column types
+    (byte-encoded columns decoded): how other code should read native shards."""
+    m = load_manifest(os.fspath(directory))
+    full = confine(os.fspath(directory), path, where=join(os.fspath(directory), MANIFEST_NAME))
+    if m.shard_format == "parquet":
+        return decode(pq.read_table(full), m.schema, m.byte_columns)
+    with pa.memory_map(full) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def _prefetch_ranges(store: Any, rf: RemoteParquetFile, groups: list[int]) -> None:
