@@ -33,6 +33,7 @@ class LoaderLink:
         self.iterating = False  # the loader is creating its iterator (workers carry this)
         self.in_next = False  # the loader is inside next(): one more batch may be requested
         self.restart = False  # the domain set changed: the loader restarts its iterator
+        self.loads = 0  # checkpoints loaded: a running iterator restarts from the new position
         self.started = False  # an iteration has started (initial weights are fixed)
         self.mute = 0  # >0: set_weights is ignored (objects rebuilt while resuming)
         self.hooks: list[Callable[[Any], None]] = []  # called with each delivered batch

@@ -29,6 +29,7 @@ class _Counting:
         self._it = it
         self._loader = loader
         self._stream = loader.stream
+        self._loads = loader.stream.link.loads
 
     def __iter__(self) -> _Counting:
         return self
@@ -36,7 +37,11 @@ class _Counting:
     def __next__(self) -> Any:
         stream = self._stream
         link = stream.link
-        if link.take_restart():  # the domain set changed: new workers from the change on
+        if link.take_restart() or link.loads != self._loads:
+            # the domain set changed, or a checkpoint was loaded under this iteration (a
+            # rollback): new readers from the new position on, whose claims the old ones
+            # did not share (the old ones would go on from where they were, silently)
+            self._loads = link.loads
             self._it = self._loader._start(new_workers=True)
         link.fetching()  # the DataLoader may request one more batch in here
         try:
@@ -160,7 +165,8 @@ class MixLoader(DataLoader):
         return stream.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from ``state``; the next ``iter(loader)`` starts there."""
+        """Continue from ``state``: the next batch of a running iteration, or the first of the
+        next ``iter(loader)``, is the one after the checkpoint."""
         self.stream.load_state_dict(state)
 
 

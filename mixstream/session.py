@@ -32,7 +32,7 @@ from .resume import Restored
 from .ring import BatchRing, ring_layout
 from .sources.base import Schema
 from .sources.resolve import Domain
-from .threads import ThreadedReaders
+from .threads import InlineReaders, ThreadedReaders, readers
 from .topology import resolve_topology
 from .tracker import PositionTracker
 from .walker import SlotLayout
@@ -58,7 +58,7 @@ class Session:
         self.link = LoaderLink(self)
         self.loop_thread: int | None = None  # the thread that drives a plain DataLoader
         self.tail_floor = 0  # the pending tail's lower bound (sample), monotonic per iteration
-        self.readers: ThreadedReaders | None = None  # this iteration's reader threads
+        self.readers: ThreadedReaders | InlineReaders | None = None  # this iteration's readers
         self.initial_weights = initial_weights
         self.log = WeightLog(initial_weights)
 
@@ -186,8 +186,8 @@ class Session:
             return produce(self.plan, 0, 1)
         if self.readers is not None:  # the previous iteration's threads stop
             self.readers.close()
-        it = self.readers = ThreadedReaders(self.plan, self.threads, self.position.consumed,
-                                            lock=self.lock, horizon=self.horizon)
+        it = self.readers = readers(self.plan, self.threads, self.position.consumed,
+                                    lock=self.lock, horizon=self.horizon)
         if self.plan.batched:
             return it
         size = self.batch_size or 1

@@ -1,4 +1,4 @@
-"""Reader threads: this rank's batches produced by N threads in the trainer's process.
+"""Reader threads: this rank's batches produced by N reader slots in the trainer's process.
 
 DataLoader worker processes pay for every batch twice over IPC (pickling, shared-memory
 handles) and for a process per worker; pyarrow decoding, zstandard and numpy gathers release
@@ -19,11 +19,20 @@ below the horizon to the thread that owns it (batch ``t`` belongs to thread ``t 
 and takes batch ``t`` from that thread's queue. One semaphore and one ``SimpleQueue`` per thread:
 a first version had every thread and the trainer wait on one condition, woken for every batch,
 and spent ~3 µs per sample (2.5x the single-threaded loop) switching between them.
+
+Under the GIL, :class:`InlineReaders` is used instead: the same N slots take turns on the trainer's
+thread (batch ``t`` from slot ``t - start mod N``, so the batches are identical), and each slot
+decodes its windows on its own background thread. Why: assembling a batch is ~84% Python holding
+the GIL (py-spy, Arrow shards, 4 domains), so N assembling threads cannot run in parallel, and
+each hand-off between them and the trainer cost ~20 µs per batch: 2 threads delivered 0.47x the
+single-threaded loop. Decoding (pyarrow, zstd) releases the GIL and stays parallel.
+:func:`readers` picks the variant.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +45,71 @@ _DONE = object()
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
+
+
+def gil_enabled() -> bool:
+    """False on a free-threaded build running without the GIL (Python 3.13t+)."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def readers(plan: ReaderPlan, num_threads: int, start: int, *, lock: Any,
+            horizon: Callable[[], int]) -> ThreadedReaders | InlineReaders:
+    """Reader slots on their own threads without the GIL, in turn on this thread with it."""
+    kind = InlineReaders if gil_enabled() else ThreadedReaders
+    return kind(plan, num_threads, start, lock=lock, horizon=horizon)
+
+
+def _beyond_horizon(t: int, horizon: int) -> RuntimeError:
+    return RuntimeError(
+        f"batch {t} is beyond the stream's prefetch horizon {horizon}: the position moved under "
+        f"a running iteration (load_state_dict?); start a new iteration (iter(loader)) after "
+        f"loading a checkpoint")
+
+
+class InlineReaders:
+    """Iterator over this rank's batches from ``start``: ``N`` reader slots taking turns on the
+    calling thread, each decoding its next windows on a background thread of its own. The
+    batches, claims and state are those of :class:`ThreadedReaders` (and of ``N`` process
+    workers); batch ``t`` is assembled when the trainer asks for it, so it is always below the
+    horizon."""
+
+    def __init__(self, plan: ReaderPlan, num_threads: int, start: int, *, lock: Any,
+                 horizon: Callable[[], int]):
+        self.n = num_threads
+        self.start = self.next_t = start
+        self._lock = lock
+        self._horizon = horizon
+        self._gens = [produce(plan, j, num_threads) for j in range(num_threads)]
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        t = self.next_t
+        if self._closed:
+            raise StopIteration
+        with self._lock:
+            h = self._horizon()
+        if h <= t:
+            self.close()
+            raise _beyond_horizon(t, h)
+        try:
+            batch = next(self._gens[(t - self.start) % self.n])
+        except StopIteration:  # stop mode: the owner of batch t ended; every earlier one came
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+        self.next_t = t + 1
+        return batch
+
+    def close(self) -> None:
+        self._closed = True
+        for gen in self._gens:
+            gen.close()
 
 
 class ThreadedReaders:
@@ -98,10 +172,7 @@ class ThreadedReaders:
             self._grant()
             if self._granted <= t:
                 self.close()
-                raise RuntimeError(
-                    f"batch {t} is beyond the stream's prefetch horizon {self._granted}: the "
-                    f"position moved under a running iteration (load_state_dict?); start a new "
-                    f"iteration (iter(loader)) after loading a checkpoint")
+                raise _beyond_horizon(t, self._granted)
         j = (t - self.start) % self.n
         while True:
             try:

@@ -10,6 +10,7 @@ count (CI runs the default in about a minute).
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import pytest
 from exactly_once import (
@@ -180,18 +181,21 @@ def test_real_workers_match_the_simulation(sc):
     check_exactly_once(sc, real)
 
 
-@settings(max_examples=max(10, EXAMPLES // 3), **SETTINGS)
-@given(scenarios(real_workers=True, max_workers=4))
-def test_reader_threads_match_the_simulation(sc):
+@pytest.mark.parametrize("free_threaded", [False, True], ids=["inline", "threads"])
+@settings(max_examples=max(6, EXAMPLES // 5), **SETTINGS)
+@given(sc=scenarios(real_workers=True, max_workers=4))
+def test_reader_threads_match_the_simulation(free_threaded, sc):
     """MixLoader(reader_threads=N) gives batch for batch what N simulated readers give, weight
-    changes and resume included."""
+    changes and resume included: both the slots taking turns on the trainer's thread (under
+    the GIL) and the slots on threads of their own (free-threaded Python)."""
     sc.resume_world = sc.resume_workers = sc.resume_batch = None
     sc.world = 1
     sc.threads = True
-    real, _ = run(sc)
-    if sc.resume_at is not None:
-        _, resumed = run_with_resume(sc)
-        same_batches(real, resumed)
+    with mock.patch("mixstream.threads.gil_enabled", lambda: not free_threaded):
+        real, _ = run(sc)
+        if sc.resume_at is not None:
+            _, resumed = run_with_resume(sc)
+            same_batches(real, resumed)
     sc.real_workers = False
     sim, _ = run(sc)
     same_batches(real, sim)

@@ -9,6 +9,7 @@ them and the older ``to_json``/``from_json``/constructor recipe otherwise.
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -523,9 +524,11 @@ def test_lightning_callback(k, m, tiny):
                                     load=load, close=LoaderRun.close), k, m)
 
 
+@pytest.mark.parametrize("free_threaded", [False, True], ids=["inline", "threads"])
 @rounds(max_k=12, max_m=10, examples=2)
-def test_mix_loader_two_reader_threads(k, m, tiny):
-    check_state_round_trip(loader_spec(tiny, 0, threads=2), k, m)
+def test_mix_loader_two_reader_threads(free_threaded, k, m, tiny):
+    with mock.patch("mixstream.threads.gil_enabled", lambda: not free_threaded):
+        check_state_round_trip(loader_spec(tiny, 0, threads=2), k, m)
 
 
 # -- controllers (on the controllers' FakeStream) and their observer ----------------------------

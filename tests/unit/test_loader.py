@@ -116,3 +116,30 @@ def test_the_stream_cannot_be_rebatched_by_another_loader(tiny):
     MixLoader(s, batch_size=4)
     with pytest.raises(RuntimeError, match="driven by a MixLoader"):
         next(iter(torch.utils.data.DataLoader(s, batch_size=None)))
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_workers": 2},
+                                {"num_workers": 2, "persistent_workers": True},
+                                {"reader_threads": 2}, {"reader_threads": 2, "free": True}],
+                         ids=["main", "workers", "persistent", "threads-inline", "threads"])
+def test_a_checkpoint_loaded_under_a_running_iteration_rolls_it_back(tiny, kw):
+    """A rollback inside the loop (load a checkpoint, keep iterating): the running iterator
+    continues after the checkpoint. It used to go on from where it was while the stream
+    counted from the checkpoint: later checkpoints then repeated batches, silently."""
+    from unittest import mock
+
+    free = kw.pop("free", False)
+    with mock.patch("mixstream.threads.gil_enabled", lambda: not free):
+        s = stream(tiny)
+        loader = MixLoader(s, batch_size=4, **kw)
+        it = iter(loader)
+        for _ in range(3):
+            next(it)
+        s.set_weights([0.2, 0.3, 0.5])
+        state = loader.state_dict()
+        after = [ids(next(it)) for _ in range(5)]
+        loader.load_state_dict(state)
+        assert [ids(next(it)) for _ in range(5)] == after
+        assert s.consumed_batches == 8
+        loader.load_state_dict(state)  # and a new iteration starts there too
+        assert [ids(b) for _, b in zip(range(5), loader)] == after
