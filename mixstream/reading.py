@@ -9,7 +9,7 @@ or model used to make every worker fail or carry the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +102,7 @@ def check_workers(plan: ReaderPlan, workers: int | None) -> None:
 
 
 def produce(plan: ReaderPlan, worker: int, num: int, ring: BatchRing | None = None
-            ) -> Iterator[Any]:
+            ) -> Generator[Any, None, None]:
     """Batches (or samples) of reader ``worker`` of ``num``: this rank's batches
     ``t ≡ start + worker (mod num)`` from the start checkpoint in the channel. With ``ring``
     (a DataLoader worker process), each batch is written to its ring slot and a
