@@ -34,18 +34,11 @@ from benchmarks.common import (  # noqa: E402
     summary,
     warm_files,
 )
+from benchmarks.loaders import FILES  # noqa: E402  (what each loader reads)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.environ.get("MIXSTREAM_BENCH_VENV", "/work/venv-bench")
 VENV_MOSAIC = os.environ.get("MIXSTREAM_BENCH_VENV_MOSAIC", "/work/venv-bench-mosaic")
-FILES = {"memmap_rows": "all.npy", "memmap_rows_dl": "all.npy", "memmap_batches": "all.npy",
-         "dl_ceiling": None, "dl_ceiling_copy": None, "mixstream": "native",
-         "mixstream_sample": "native", "mixstream_arrow": "native_arrow",
-         "mixstream_arrow_i64": "native_arrow", "mixstream_threads": "native",
-         "mixstream_arrow_threads": "native_arrow",
-         "mixstream_arrow_sample": "native_arrow", "torchdata": "all.npy", "torchdata_proc": "all.npy", "torchdata_rows": "all.npy",
-         "litdata": "litdata", "hf_interleave": "hf", "hf_map": "hf", "mosaic_raw": "mds_raw",
-         "mosaic_zstd": "mds_zstd"}
 MOSAIC = ("mosaic_raw", "mosaic_zstd")
 PEERS = ("torchdata", "litdata", "hf_map", "hf_interleave", "mosaic_raw", "mosaic_zstd")
 
@@ -60,6 +53,8 @@ LABELS = {
     "mixstream_arrow": "mixstream, batched, Arrow IPC shards (uncompressed)",
     "mixstream_arrow_sample": "mixstream, per-sample, Arrow IPC shards (uncompressed)",
     "mixstream_arrow_i64": "mixstream, batched, Arrow shards, tokens widened to int64 (default)",
+    "mixstream_lists": "mixstream, batched, Parquet+zstd shards with token lists (parquet_lists=True)",
+    "mixstream_arrow_w1024": "mixstream, batched, Arrow shards, shuffle_window=1024 (default 8192)",
     "mixstream_threads": "mixstream, batched, reader threads (workers = threads)",
     "mixstream_arrow_threads": "mixstream, batched, Arrow shards, reader threads (workers = threads)",
     "torchdata": "torchdata.nodes MultiNodeWeightedSampler, one 32-row gather per batch (+ thread ParallelMapper)",

@@ -480,6 +480,9 @@ LOADERS: dict[str, Any] = {
     "mixstream_arrow_sample": lambda r, w, s: Mix(r, w, s, batched=False, subdir="native_arrow"),
     "mixstream_arrow_i64": lambda r, w, s: Mix(r, w, s, subdir="native_arrow",
                                                token_dtype=torch.int64),
+    "mixstream_lists": lambda r, w, s: Mix(r, w, s, subdir="native_lists"),
+    "mixstream_arrow_w1024": lambda r, w, s: Mix(r, w, s, subdir="native_arrow",
+                                                 shuffle_window=1024),
     "mixstream_threads": lambda r, w, s: Mix(r, w, s, threads=True),
     "mixstream_arrow_threads": lambda r, w, s: Mix(r, w, s, subdir="native_arrow", threads=True),
     "torchdata": lambda r, w, s: TorchdataNodes(r, w, s),
@@ -498,7 +501,8 @@ FILES = {"memmap_rows": "all.npy", "memmap_rows_dl": "all.npy", "memmap_batches"
          "mixstream_sample": "native", "mixstream_arrow": "native_arrow",
          "mixstream_arrow_sample": "native_arrow", "mixstream_arrow_i64": "native_arrow",
          "mixstream_threads": "native", "mixstream_arrow_threads": "native_arrow",
-         "torchdata": "all.npy", "torchdata_proc": "all.npy",
+         "mixstream_lists": "native_lists", "mixstream_arrow_w1024": "native_arrow", "torchdata": "all.npy", "torchdata_proc": "all.npy",
+         "torchdata_rows": "all.npy",
          "litdata": "litdata", "hf_interleave": "hf", "hf_map": "hf", "mosaic_raw": "mds_raw",
          "mosaic_zstd": "mds_zstd"}
 MOSAIC = ("mosaic_raw", "mosaic_zstd")

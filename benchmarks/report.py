@@ -31,8 +31,9 @@ def _ratio(s: dict | None) -> str:
 
 def throughput_table(tp: dict, order: list[str], labels: dict[str, str]) -> list[str]:
     lines = ["| loader | workers | samples/s | tokens/s (M) | CPU-s / M samples | "
-             "mix err 1k | mix err 10k | peak RSS main / tree (MiB) | first batch (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "mix err 1k | mix err 10k | peak RSS main / tree (MiB) | anon RSS (MiB) | "
+             "first batch (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key in order:
         row = tp["table"].get(key)
         if row is None:
@@ -40,13 +41,14 @@ def throughput_table(tp: dict, order: list[str], labels: dict[str, str]) -> list
         loader, nw = key.split("@")
         name = labels.get(loader, loader)
         if not row.get("ok_runs"):
-            lines.append(f"| {name} | {nw} | failed: {str(row.get('error'))[:120]} | | | | | | |")
+            lines.append(f"| {name} | {nw} | failed: {str(row.get('error'))[:120]} | | | | | | | |")
             continue
         lines.append(
             f"| {name} | {nw} | {_mm(row['samples_per_s'])} | "
             f"{_mm(row['tokens_per_s'], 1, 1e-6)} | {_mm(row['cpu_s_per_M_samples'], 1)} | "
             f"{_f(row['err_1k']['median'], 4)} | {_f(row['err_10k']['median'], 4)} | "
             f"{_f(row['peak_rss_main_mb']['median'])} / {_f(row['peak_rss_tree_mb']['median'])} | "
+            f"{_f((row.get('peak_anon_tree_mb') or {}).get('median'))} | "
             f"{_f(row['first_batch_s']['median'], 2)} |")
     return lines
 
@@ -226,13 +228,23 @@ def write_peers_report(result: dict, out_dir: str, plots: bool = True) -> None:
 
 def write_throughput_report(result: dict, out_dir: str) -> None:
     tp = result["throughput"]
-    lines = ["# MixStream throughput vs the raw limit (issue #2 item 9)", "",
+    lines = ["# MixStream throughput, start-up and memory vs the limits (issue #12)", "",
              f"Run {result['date']}, commit `{result['git']['commit'][:10]}`"
              + (f" with uncommitted core changes in {', '.join(result['git']['dirty_core_files'])}"
                 if result["git"].get("dirty_core_files") else "") + ".",
              f"**{result['note']}.**", "", f"Workload: {result['workload']}.", ""]
     lines += throughput_table(tp, order_keys(tp), tp.get("labels", {}))
     lines += ["", "## Ratios (same round)", ""] + ratio_table(tp["ratios"]) + [""]
+    if result.get("startup"):
+        lines += ["## Start-up (fresh processes, medians (min–max))", "",
+                  "| corpus | domains | verify | import mixstream (s) | construct (s) | "
+                  "first batch (s) | after import (s) |", "|---|---|---|---|---|---|---|"]
+        for name, row in result["startup"].items():
+            lines.append(f"| {name} | {row['domains']} | {row['verify']} | "
+                         + " | ".join(_mm({**row[k], "n": row["runs"]}, 3) for k in (
+                             "import_s", "construct_s", "first_batch_s", "after_import_s"))
+                         + " |")
+        lines.append("")
     goals = result.get("goals", [])
     if goals:
         lines += ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
