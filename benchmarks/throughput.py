@@ -40,6 +40,7 @@ CONFIGS = [("memmap_rows", 0), ("memmap_rows_dl", 0), ("memmap_batches", 0), ("m
            ("memmap_rows", 2), ("memmap_batches", 2), ("dl_ceiling", 2),
            ("dl_ceiling_copy", 2), ("mixstream", 2), ("mixstream_sample", 2),
            ("mixstream_arrow", 2), ("mixstream_arrow_threads", 2), ("mixstream_threads", 2),
+           ("mixstream_arrow_threads", 1),
            ("mixstream_arrow_i64", 2), ("torchdata", 2)]
 RATIOS = {
     "arrow batched@2 / memmap_batches@2": (("mixstream_arrow", 2), ("memmap_batches", 2)),
@@ -48,6 +49,10 @@ RATIOS = {
                                                       ("mixstream_arrow", 2)),
     "parquet threads@2 / parquet batched@2 (processes)": (("mixstream_threads", 2),
                                                           ("mixstream", 2)),
+    "arrow 1 reader thread / arrow batched@2 (processes)": (("mixstream_arrow_threads", 1),
+                                                            ("mixstream_arrow", 2)),
+    "arrow threads@2 / arrow 1 reader thread": (("mixstream_arrow_threads", 2),
+                                                ("mixstream_arrow_threads", 1)),
     "arrow threads@2 / torchdata threads@2": (("mixstream_arrow_threads", 2), ("torchdata", 2)),
     "parquet threads@2 / torchdata threads@2": (("mixstream_threads", 2), ("torchdata", 2)),
     "parquet batched@0 / arrow batched@0": (("mixstream", 0), ("mixstream_arrow", 0)),

@@ -21,12 +21,12 @@ a first version had every thread and the trainer wait on one condition, woken fo
 and spent ~3 µs per sample (2.5x the single-threaded loop) switching between them.
 
 Under the GIL, :class:`InlineReaders` is used instead: the same N slots take turns on the trainer's
-thread (batch ``t`` from slot ``t - start mod N``, so the batches are identical), and each slot
-decodes its windows on its own background thread. Why: assembling a batch is ~84% Python holding
-the GIL (py-spy, Arrow shards, 4 domains), so N assembling threads cannot run in parallel, and
-each hand-off between them and the trainer cost ~20 µs per batch: 2 threads delivered 0.47x the
-single-threaded loop. Decoding (pyarrow, zstd) releases the GIL and stays parallel.
-:func:`readers` picks the variant.
+thread (batch ``t`` from slot ``t - start mod N``, so the batches are identical) from one walk of
+the plan (:func:`~mixstream.reading.produce_in_turn`), and each slot decodes its windows on its
+own background thread. Why: assembling a batch is ~84% Python holding the GIL (py-spy, Arrow
+shards, 4 domains), so N assembling threads cannot run in parallel, and each hand-off between
+them and the trainer cost ~20 µs per batch: 2 threads delivered 0.47x the single-threaded loop.
+Decoding (pyarrow, zstd) releases the GIL and stays parallel. :func:`readers` picks the variant.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .reading import ReaderPlan, produce
+from .reading import ReaderPlan, produce, produce_in_turn
 
 _DONE = object()
 
@@ -71,8 +71,9 @@ class InlineReaders:
     """Iterator over this rank's batches from ``start``: ``N`` reader slots taking turns on the
     calling thread, each decoding its next windows on a background thread of its own. The
     batches, claims and state are those of :class:`ThreadedReaders` (and of ``N`` process
-    workers); batch ``t`` is assembled when the trainer asks for it, so it is always below the
-    horizon."""
+    workers): the claim book's bookkeeping of a batch is the same whichever slot walks it, so
+    one walk serves all slots. Batch ``t`` is assembled when the trainer asks for it, so it is
+    always below the horizon."""
 
     def __init__(self, plan: ReaderPlan, num_threads: int, start: int, *, lock: Any,
                  horizon: Callable[[], int]):
@@ -80,7 +81,7 @@ class InlineReaders:
         self.start = self.next_t = start
         self._lock = lock
         self._horizon = horizon
-        self._gens = [produce(plan, j, num_threads) for j in range(num_threads)]
+        self._gen = produce_in_turn(plan, num_threads)
         self._closed = False
 
     def __iter__(self) -> Iterator[Any]:
@@ -96,7 +97,7 @@ class InlineReaders:
             self.close()
             raise _beyond_horizon(t, h)
         try:
-            batch = next(self._gens[(t - self.start) % self.n])
+            batch = next(self._gen)
         except StopIteration:  # stop mode: the owner of batch t ended; every earlier one came
             self.close()
             raise
@@ -108,8 +109,7 @@ class InlineReaders:
 
     def close(self) -> None:
         self._closed = True
-        for gen in self._gens:
-            gen.close()
+        self._gen.close()
 
 
 class ThreadedReaders:
