@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.rounds, args.seconds, args.samples = 1, 1.0, 16_384
     py = sys.executable
+    load = os.getloadavg()[0]
     ensure_corpus(args.samples, False, (1024,), python=py, formats="native", mds=False)
     root = data_dir()
     startup = measure({"parquet_4": (os.path.join(root, "native"), True),
@@ -145,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "issue": "12", "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(), "git": git_state(),
-        "note": "shared 2-core machine, other jobs running: noisy; warm page cache; every "
-                "configuration in a fresh process; rounds interleaved; medians (min-max); "
+        "note": f"shared 2-core VM, load average {load:.2f} at the start; warm page cache; "
+                "every configuration in a fresh process; rounds interleaved; medians (min-max); "
                 "ratios within one round",
         "workload": {"domains": 4, "weights": [0.4, 0.3, 0.2, 0.1], "seq": 512,
                      "dtype": "uint16", "batch": 32, "samples": args.samples,
