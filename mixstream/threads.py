@@ -67,7 +67,34 @@ def _beyond_horizon(t: int, horizon: int) -> RuntimeError:
         f"loading a checkpoint")
 
 
-class InlineReaders:
+class _Readers:
+    """What both variants share: ``N`` reader slots from batch ``start``, the session's lock
+    and its horizon, iteration and closing."""
+
+    def __init__(self, num_threads: int, start: int, lock: Any, horizon: Callable[[], int]):
+        self.n = num_threads
+        self.start = self.next_t = start
+        self._lock = lock
+        self._horizon = horizon
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit
+            pass
+
+
+class InlineReaders(_Readers):
     """Iterator over this rank's batches from ``start``: ``N`` reader slots taking turns on the
     calling thread, each decoding its next windows on a background thread of its own. The
     batches, claims and state are those of :class:`ThreadedReaders` (and of ``N`` process
@@ -77,15 +104,8 @@ class InlineReaders:
 
     def __init__(self, plan: ReaderPlan, num_threads: int, start: int, *, lock: Any,
                  horizon: Callable[[], int]):
-        self.n = num_threads
-        self.start = self.next_t = start
-        self._lock = lock
-        self._horizon = horizon
+        super().__init__(num_threads, start, lock, horizon)
         self._gen = produce_in_turn(plan, num_threads)
-        self._closed = False
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
 
     def __next__(self) -> Any:
         t = self.next_t
@@ -108,11 +128,11 @@ class InlineReaders:
         return batch
 
     def close(self) -> None:
-        self._closed = True
+        super().close()
         self._gen.close()
 
 
-class ThreadedReaders:
+class ThreadedReaders(_Readers):
     """Iterator over this rank's batches from ``start``, made by ``N`` threads.
 
     ``lock`` is the session's lock and ``horizon()`` (called under it) the first batch the
@@ -120,13 +140,10 @@ class ThreadedReaders:
 
     def __init__(self, plan: ReaderPlan, num_threads: int, start: int, *, lock: Any,
                  horizon: Callable[[], int]):
-        self.n = num_threads
-        self.start = self.next_t = self._granted = start
-        self._lock = lock
-        self._horizon = horizon
+        super().__init__(num_threads, start, lock, horizon)
+        self._granted = start
         self._permits = [threading.Semaphore(0) for _ in range(num_threads)]
         self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(num_threads)]
-        self._closed = False
         with lock:
             self._grant()
         self._threads = [threading.Thread(target=self._run, args=(plan, j),
@@ -161,9 +178,6 @@ class ThreadedReaders:
             if close is not None:
                 close()
 
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
     def __next__(self) -> Any:
         t = self.next_t
         if self._closed:
@@ -192,12 +206,6 @@ class ThreadedReaders:
         return batch
 
     def close(self) -> None:
-        self._closed = True
+        super().close()
         for permit in self._permits:  # wake threads waiting for a permit: they exit
             permit.release()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - at interpreter exit
-            pass
