@@ -116,3 +116,17 @@ def test_a_shard_whose_bytes_do_not_match_the_manifest_is_named(tmp_path):
     with pytest.raises(SourceError, match=r"shard-00000.parquet: columns .* differ"):
         NativeSource(tmp_path / "a").read_block(0)
     assert any("schema" in p for p in verify_domain(str(tmp_path / "a")))
+
+
+def test_a_lost_manifest_is_rebuilt_by_index_with_its_byte_columns(tmp_path):
+    """`mixstream-shard index` on Parquet shards mixstream wrote (manifest lost): the field
+    metadata says which binary columns hold tokens, so the stream is the same, not bytes."""
+    from mixstream.shards.index import index_directory
+
+    m = write(tmp_path / "a")
+    want = stream_all(tmp_path / "a")
+    (tmp_path / "a" / "manifest.json").unlink()
+    got = index_directory(str(tmp_path / "a"), domain="a", token_column="input_ids")
+    assert got.byte_columns == ["input_ids"] and got.schema == m.schema
+    assert got.num_tokens == m.num_tokens
+    np.testing.assert_array_equal(stream_all(tmp_path / "a"), want)

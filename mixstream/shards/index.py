@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..sources.arrow import schema_from_arrow
+from ..sources.native.byte_columns import logical_schema
 from ..sources.native.manifest import Manifest, ShardInfo, save_manifest
 from .errors import InputError, ShardError
 from .shardfile import count_tokens, sha256_file
@@ -35,8 +36,9 @@ def find_parquet(directory: str, pattern: str = "**/*.parquet") -> list[str]:
 
 
 def _tokens(pf: pq.ParquetFile, column: str) -> int:
-    """Tokens in ``column``: from the schema for fixed-size lists, else by reading the column."""
-    t = pf.schema_arrow.field(column).type
+    """Tokens in ``column``: from the schema for fixed-size lists (stored as such or as bytes),
+    else by reading the column."""
+    t = logical_schema(pf.schema_arrow)[0].field(column).type
     if pa.types.is_fixed_size_list(t):
         return int(pf.metadata.num_rows) * int(t.list_size)
     total = 0
@@ -61,6 +63,7 @@ def index_directory(directory: str, *, domain: str | None = None,
                          "check the folder (hidden and _-prefixed files are skipped)")
     shards: list[ShardInfo] = []
     first_schema, first_path, empty = None, "", []
+    byte_columns: list[str] = []
     for rel in files:
         path = os.path.join(directory, rel)
         try:
@@ -72,13 +75,14 @@ def index_directory(directory: str, *, domain: str | None = None,
         if meta.num_rows == 0:
             empty.append(rel)
             continue
-        schema = schema_from_arrow(pf.schema_arrow)
+        logical, stored_as_bytes = logical_schema(pf.schema_arrow)
+        schema = schema_from_arrow(logical)
         if first_schema is None:
-            first_schema, first_path = schema, rel
+            first_schema, first_path, byte_columns = schema, rel, stored_as_bytes
             if token_column is not None and token_column not in schema:
                 raise InputError(path, f"no column {token_column!r} (columns: "
                                  f"{', '.join(schema)})", "fix --token-column")
-        elif schema != first_schema:
+        elif schema != first_schema or stored_as_bytes != byte_columns:
             diff = sorted(k for k in set(schema) | set(first_schema)
                           if schema.get(k) != first_schema.get(k))
             raise InputError(path, f"schema differs from {first_path} in column(s) {diff}",
@@ -95,6 +99,6 @@ def index_directory(directory: str, *, domain: str | None = None,
     manifest = Manifest(domain=name, shard_format="parquet", schema=first_schema, shards=shards,
                         token_column=token_column, stats=domain_stats(shards),
                         extra={"created_by": "mixstream-shard index", "documents": "rows",
-                               "empty_files_skipped": empty})
+                               "empty_files_skipped": empty}, byte_columns=byte_columns)
     save_manifest(manifest, directory)
     return manifest

@@ -49,6 +49,25 @@ def encoded_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
     return pa.schema(fields, metadata=schema.metadata)
 
 
+def logical_schema(schema: pa.Schema) -> tuple[pa.Schema, list[str]]:
+    """A stored schema with its byte columns (known by their field metadata) as the lists they
+    hold, and their names: how ``mixstream-shard index`` re-indexes Parquet this module wrote."""
+    fields, names = [], []
+    for f in schema:
+        meta = f.metadata or {}
+        if pa.types.is_fixed_size_binary(f.type) and DTYPE_KEY in meta and WIDTH_KEY in meta:
+            try:
+                value_type = pa.from_numpy_dtype(np.dtype(meta[DTYPE_KEY].decode()))
+                width = int(meta[WIDTH_KEY])
+            except (TypeError, ValueError, pa.ArrowException):
+                value_type, width = None, 0
+            if value_type is not None and width * value_type.bit_width // 8 == f.type.byte_width:
+                f = pa.field(f.name, pa.list_(value_type, width), f.nullable)
+                names.append(f.name)
+        fields.append(f)
+    return pa.schema(fields, metadata=schema.metadata), names
+
+
 def _to_bytes(arr: pa.FixedSizeListArray) -> pa.Array:
     if arr.offset or arr.values.offset:  # a slice: fresh buffers from offset 0 (one copy)
         arr = pa.concat_arrays([arr, pa.array([], type=arr.type)])
