@@ -143,3 +143,21 @@ def test_a_checkpoint_loaded_under_a_running_iteration_rolls_it_back(tiny, kw):
         assert s.consumed_batches == 8
         loader.load_state_dict(state)  # and a new iteration starts there too
         assert [ids(b) for _, b in zip(range(5), loader)] == after
+
+
+@pytest.mark.parametrize("gil", [True, False])
+def test_reader_threads_take_turns_under_the_gil_and_run_free_without(tiny, gil):
+    """Under the GIL the slots take turns on the trainer's thread (N assembling threads only
+    contend for it); a free-threaded build gets a thread per slot. Same batches either way."""
+    from unittest import mock
+
+    from mixstream.threads import InlineReaders, ThreadedReaders
+
+    with mock.patch("mixstream.threads.gil_enabled", lambda: gil):
+        s = stream(tiny)
+        it = iter(MixLoader(s, batch_size=4, reader_threads=2))
+        got = [ids(next(it)) for _ in range(6)]
+        kind = type(s._session.readers)
+    assert kind is (InlineReaders if gil else ThreadedReaders)
+    assert got == [ids(b) for _, b in zip(range(6), MixLoader(stream(tiny), batch_size=4,
+                                                               num_workers=2))]
