@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import summary  # noqa: E402
 
 
 def one(root: str, verify: bool) -> dict:
@@ -52,8 +54,7 @@ def measure(cases: dict[str, tuple[str, bool]], rounds: int, python: str) -> dic
         row: dict = {"domains": rs[0]["domains"], "verify": rs[0]["verify"], "runs": len(rs)}
         for key in ("import_s", "construct_s", "first_batch_s", "after_import_s",
                     "construct_ms_per_domain"):
-            vals = [x[key] for x in rs]
-            row[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+            row[key] = summary([x[key] for x in rs])
         result[name] = row
     return result
 

@@ -32,8 +32,7 @@ class LoaderLink:
         self.driven = False  # bound by a MixLoader (which counts batches)
         self.iterating = False  # the loader is creating its iterator (workers carry this)
         self.in_next = False  # the loader is inside next(): one more batch may be requested
-        self.restart = False  # the domain set changed: the loader restarts its iterator
-        self.loads = 0  # checkpoints loaded: a running iterator restarts from the new position
+        self.restart = False  # domain set changed / checkpoint loaded: the iterator restarts
         self.started = False  # an iteration has started (initial weights are fixed)
         self.mute = 0  # >0: set_weights is ignored (objects rebuilt while resuming)
         self.hooks: list[Callable[[Any], None]] = []  # called with each delivered batch
@@ -82,7 +81,8 @@ class LoaderLink:
                 hook(batch)
 
     def take_restart(self) -> bool:
-        """Did the domain set change since the last call (the loader needs new workers)?"""
+        """Did the domain set change, or a checkpoint load, since the last call (the loader
+        needs new readers from the stream's position)?"""
         restart, self.restart = self.restart, False
         return restart
 

@@ -29,7 +29,6 @@ class _Counting:
         self._it = it
         self._loader = loader
         self._stream = loader.stream
-        self._loads = loader.stream.link.loads
 
     def __iter__(self) -> _Counting:
         return self
@@ -37,11 +36,10 @@ class _Counting:
     def __next__(self) -> Any:
         stream = self._stream
         link = stream.link
-        if link.take_restart() or link.loads != self._loads:
+        if link.take_restart():
             # the domain set changed, or a checkpoint was loaded under this iteration (a
             # rollback): new readers from the new position on, whose claims the old ones
             # did not share (the old ones would go on from where they were, silently)
-            self._loads = link.loads
             self._it = self._loader._start(new_workers=True)
         link.fetching()  # the DataLoader may request one more batch in here
         try:

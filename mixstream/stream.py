@@ -399,7 +399,7 @@ class MixStream(IterableDataset):
         """
         with self._session.lock:
             self._load(state)
-            self.link.loads += 1
+            self.link.restart = True  # a running iteration restarts from the new position
         self.link.begin_iteration()
 
     def _load(self, state: Mapping[str, Any]) -> None:

@@ -118,10 +118,7 @@ class InlineReaders(_Readers):
             raise _beyond_horizon(t, h)
         try:
             batch = next(self._gen)
-        except StopIteration:  # stop mode: the owner of batch t ended; every earlier one came
-            self.close()
-            raise
-        except BaseException:
+        except BaseException:  # (StopIteration in stop mode: every earlier batch came)
             self.close()
             raise
         self.next_t = t + 1

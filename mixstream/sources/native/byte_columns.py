@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ..arrow import column_spec
 from ..base import Schema
 
 #: field metadata on a byte-encoded column: what the bytes hold
@@ -42,7 +43,7 @@ def encoded_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
     for f in schema:
         if f.name in columns:
             t = f.type
-            meta = {**(f.metadata or {}), DTYPE_KEY: str(t.value_type.to_pandas_dtype().__name__),
+            meta = {**(f.metadata or {}), DTYPE_KEY: column_spec(f).dtype,
                     WIDTH_KEY: str(t.list_size)}
             f = pa.field(f.name, _binary_type(t), f.nullable, meta)
         fields.append(f)
